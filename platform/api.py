@@ -1,0 +1,41 @@
+"""Building blocks shared by every HTTP API: strict request schemas and capped pagination."""
+
+from __future__ import annotations
+
+from typing import Annotated, Generic, TypeVar
+
+import msgspec
+from litestar.params import Parameter
+
+DEFAULT_PAGE_SIZE = 50
+MAX_PAGE_SIZE = 200
+
+T = TypeVar("T")
+
+
+class Request(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    """Base of every request body: unknown fields are an error, never silently assigned."""
+
+
+class Response(msgspec.Struct, kw_only=True):
+    """Base of every response body."""
+
+
+class Page(msgspec.Struct, Generic[T], kw_only=True):
+    items: list[T]
+    limit: int
+    offset: int
+    total: int
+
+
+Limit = Annotated[
+    int,
+    Parameter(
+        query="limit",
+        ge=1,
+        le=MAX_PAGE_SIZE,
+        default=DEFAULT_PAGE_SIZE,
+        description=f"Page size, at most {MAX_PAGE_SIZE}",
+    ),
+]
+Offset = Annotated[int, Parameter(query="offset", ge=0, le=10_000_000, default=0)]

@@ -1,0 +1,141 @@
+"""The Litestar application factory: routes of every domain, kernel middleware, lifespan."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+import swagger_ui_bundle
+from arq.connections import ArqRedis
+from litestar import Litestar
+from litestar.datastructures import State
+from litestar.di import Provide
+from litestar.middleware import DefineMiddleware
+from litestar.openapi import OpenAPIConfig
+from litestar.openapi.plugins import SwaggerRenderPlugin
+from litestar.plugins.prometheus import PrometheusController
+from litestar.static_files import create_static_files_router
+from redis.asyncio import ConnectionPool
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from coalition.platform import jobs
+from coalition.platform.auth import BearerAuthMiddleware, provide_principal
+from coalition.platform.db import make_engine, make_sessionmaker
+from coalition.platform.errors import EXCEPTION_HANDLERS
+from coalition.platform.health import HealthController
+from coalition.platform.observability import (
+    configure_logging,
+    prometheus_config,
+    request_id_middleware,
+)
+from coalition.platform.settings import Settings, get_settings
+
+PUBLIC_PATHS = ["^/health", "^/metrics", "^/schema", "^/static"]
+SWAGGER_ASSETS = "/static/swagger"
+
+
+def make_redis(settings: Settings) -> ArqRedis:
+    """A lazily connecting client: the API starts, and redeems, while Redis is down."""
+    if not settings.redis_url:
+        raise RuntimeError("REDIS_URL is not set (run `coalition dev` for the embedded stack)")
+    pool = ConnectionPool.from_url(
+        settings.redis_url, socket_connect_timeout=1.0, socket_timeout=2.0, max_connections=50
+    )
+    return ArqRedis(connection_pool=pool)
+
+
+def _lifespan(settings: Settings) -> Any:
+    @asynccontextmanager
+    async def lifespan(app: Litestar) -> AsyncIterator[None]:
+        engine = make_engine(settings)
+        redis = make_redis(settings)
+        app.state.engine = engine
+        app.state.sessionmaker = make_sessionmaker(engine)
+        app.state.redis = redis
+        app.state.dispatcher = jobs.JobDispatcher(redis, app.state.sessionmaker)
+        try:
+            yield
+        finally:
+            await jobs.drain_dispatches()
+            await redis.aclose()
+            await engine.dispose()
+
+    return lifespan
+
+
+async def provide_session(state: State) -> AsyncIterator[AsyncSession]:
+    """One session per request; what the service did not commit is rolled back."""
+    async with state.sessionmaker() as session:
+        session.info["dispatcher"] = state.dispatcher
+        try:
+            yield session
+        finally:
+            if session.in_transaction():
+                await session.rollback()
+
+
+def provide_settings(state: State) -> Settings:
+    settings: Settings = state.settings
+    return settings
+
+
+def provide_redis(state: State) -> ArqRedis:
+    redis: ArqRedis = state.redis
+    return redis
+
+
+def create_app(settings: Settings | None = None) -> Litestar:
+    settings = settings or get_settings()
+    configure_logging(settings)
+
+    from coalition.merchants.controllers import ROUTES as MERCHANT_ROUTES
+    from coalition.merchants.services import resolve_principal
+
+    state = State({"settings": settings, "resolve_principal": resolve_principal})
+    return Litestar(
+        route_handlers=[
+            HealthController,
+            PrometheusController,
+            create_static_files_router(
+                path=SWAGGER_ASSETS,
+                directories=[swagger_ui_bundle.swagger_ui_path],
+                include_in_schema=False,
+                opt={"exclude_from_auth": True},
+            ),
+            *MERCHANT_ROUTES,
+        ],
+        dependencies={
+            "session": Provide(provide_session),
+            "principal": Provide(provide_principal, sync_to_thread=False),
+            "settings": Provide(provide_settings, sync_to_thread=False),
+            "redis": Provide(provide_redis, sync_to_thread=False),
+        },
+        middleware=[
+            request_id_middleware,
+            prometheus_config().middleware,
+            DefineMiddleware(BearerAuthMiddleware, exclude=PUBLIC_PATHS),
+        ],
+        exception_handlers=EXCEPTION_HANDLERS,
+        openapi_config=OpenAPIConfig(
+            title="Coalition API",
+            version="1.0.0",
+            description=(
+                "Joint co-funded coupon campaigns between a carrier and partner merchants. "
+                "Errors are RFC 9457 problem+json with a stable `code`."
+            ),
+            path="/schema",
+            render_plugins=[
+                SwaggerRenderPlugin(
+                    path="/",
+                    js_url=f"{SWAGGER_ASSETS}/swagger-ui-bundle.js",
+                    css_url=f"{SWAGGER_ASSETS}/swagger-ui.css",
+                    standalone_preset_js_url=f"{SWAGGER_ASSETS}/swagger-ui-standalone-preset.js",
+                )
+            ],
+        ),
+        request_max_body_size=settings.max_request_body_bytes,
+        lifespan=[_lifespan(settings)],
+        state=state,
+        debug=False,
+    )

@@ -1,0 +1,201 @@
+"""The `DomainError` tree and its one mapping to RFC 9457 problem+json responses.
+
+Every error a client can see carries a stable machine-readable `code`; validation errors also
+name the offending `field`. Unexpected exceptions become a plain 500 without internals.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any, ClassVar
+
+import structlog
+from litestar import Request, Response
+from litestar.exceptions import HTTPException, ValidationException
+from litestar.status_codes import HTTP_500_INTERNAL_SERVER_ERROR
+
+PROBLEM_MEDIA_TYPE = "application/problem+json"
+log = structlog.get_logger("coalition.errors")
+
+
+class DomainError(Exception):
+    """Base of every business error. Subclasses set `status_code`, `code` and `title`."""
+
+    status_code: ClassVar[int] = 400
+    code: ClassVar[str] = "bad_request"
+    title: ClassVar[str] = "Bad request"
+
+    def __init__(self, detail: str | None = None, *, field: str | None = None, **extra: Any):
+        super().__init__(detail or self.title)
+        self.detail = detail or self.title
+        self.field = field
+        self.extra = extra
+        self.headers: dict[str, str] = {}
+
+
+class NotFound(DomainError):
+    status_code, code, title = 404, "not_found", "Not found"
+
+
+class Unauthorized(DomainError):
+    status_code, code, title = 401, "unauthorized", "Authentication required"
+
+
+class InvalidCredentials(Unauthorized):
+    code, title = "invalid_credentials", "Wrong email or password"
+
+
+class InvalidToken(Unauthorized):
+    code, title = "invalid_token", "The token is not valid"
+
+
+class TokenExpired(Unauthorized):
+    code, title = "token_expired", "The token has expired"
+
+
+class Forbidden(DomainError):
+    status_code, code, title = 403, "forbidden", "Not allowed for this role"
+
+
+class Conflict(DomainError):
+    status_code, code, title = 409, "conflict", "Conflicts with the current state"
+
+
+class ValidationFailed(DomainError):
+    status_code, code, title = 422, "validation_error", "The request is not valid"
+
+
+class RateLimited(DomainError):
+    status_code, code, title = 429, "rate_limited", "Too many requests"
+
+    def __init__(self, retry_after: int, detail: str | None = None):
+        super().__init__(detail)
+        self.headers["Retry-After"] = str(retry_after)
+
+
+_STATUS_CODES = {
+    400: ("bad_request", "Bad request"),
+    401: ("unauthorized", "Authentication required"),
+    403: ("forbidden", "Not allowed"),
+    404: ("not_found", "Not found"),
+    405: ("method_not_allowed", "Method not allowed"),
+    409: ("conflict", "Conflict"),
+    413: ("body_too_large", "Request body too large"),
+    415: ("unsupported_media_type", "Unsupported media type"),
+    422: ("validation_error", "The request is not valid"),
+    429: ("rate_limited", "Too many requests"),
+    503: ("unavailable", "Service unavailable"),
+}
+
+
+def problem(
+    request: Request[Any, Any, Any],
+    *,
+    status: int,
+    code: str,
+    title: str,
+    detail: str | None = None,
+    headers: dict[str, str] | None = None,
+    **members: Any,
+) -> Response[dict[str, Any]]:
+    body: dict[str, Any] = {
+        "type": f"/problems/{code}",
+        "title": title,
+        "status": status,
+        "code": code,
+        "detail": detail or title,
+        "instance": request.url.path,
+    }
+    request_id = request.scope.get("state", {}).get("request_id")
+    if request_id:
+        body["request_id"] = request_id
+    body.update({k: v for k, v in members.items() if v is not None})
+    return Response(body, status_code=status, media_type=PROBLEM_MEDIA_TYPE, headers=headers)
+
+
+def domain_error_handler(request: Request[Any, Any, Any], exc: DomainError) -> Response[Any]:
+    return problem(
+        request,
+        status=exc.status_code,
+        code=exc.code,
+        title=exc.title,
+        detail=exc.detail,
+        headers=exc.headers or None,
+        field=exc.field,
+        **exc.extra,
+    )
+
+
+_MSGSPEC_PATH = re.compile(r"at `\$((?:\.[A-Za-z_][\w]*|\[\d+\])*)`")
+_UNKNOWN_FIELD = re.compile(r"unknown field `([^`]+)`")
+
+
+def _field_of(message: str, key: str | None) -> str | None:
+    if key:
+        return key
+    path = _MSGSPEC_PATH.search(message)
+    unknown = _UNKNOWN_FIELD.search(message)
+    if path and path.group(1):
+        parts = path.group(1).lstrip(".")
+        if unknown and not parts.endswith(unknown.group(1)):
+            return f"{parts}.{unknown.group(1)}" if parts else unknown.group(1)
+        return parts
+    if unknown:
+        return unknown.group(1)
+    missing = re.search(r"missing required field `([^`]+)`", message)
+    return missing.group(1) if missing else None
+
+
+def validation_handler(request: Request[Any, Any, Any], exc: ValidationException) -> Response[Any]:
+    errors: list[dict[str, Any]] = []
+    for item in exc.extra if isinstance(exc.extra, list) else []:
+        message = str(item.get("message", "")) if isinstance(item, dict) else str(item)
+        key = item.get("key") if isinstance(item, dict) else None
+        source = item.get("source") if isinstance(item, dict) else None
+        errors.append(
+            {"field": _field_of(message, key), "message": message, "source": source or "body"}
+        )
+    detail = str(exc.detail)
+    if not errors:
+        errors.append({"field": _field_of(detail, None), "message": detail, "source": "body"})
+    first = errors[0]
+    malformed = "malformed" in detail.lower() or "json is malformed" in first["message"].lower()
+    return problem(
+        request,
+        status=400 if malformed else 422,
+        code="malformed_body" if malformed else "validation_error",
+        title="The request body is not valid JSON" if malformed else "The request is not valid",
+        detail=first["message"] or detail,
+        field=first["field"],
+        errors=errors,
+    )
+
+
+def http_error_handler(request: Request[Any, Any, Any], exc: HTTPException) -> Response[Any]:
+    code, title = _STATUS_CODES.get(exc.status_code, ("http_error", "HTTP error"))
+    return problem(
+        request,
+        status=exc.status_code,
+        code=code,
+        title=title,
+        detail=str(exc.detail) if exc.detail else title,
+        headers=dict(exc.headers) if exc.headers else None,
+    )
+
+
+def unexpected_error_handler(request: Request[Any, Any, Any], exc: Exception) -> Response[Any]:
+    log.exception("unhandled_error", path=request.url.path, exc_info=exc)
+    return problem(
+        request,
+        status=HTTP_500_INTERNAL_SERVER_ERROR,
+        code="internal_error",
+        title="Internal server error",
+    )
+
+
+EXCEPTION_HANDLERS: dict[type[Exception], Any] = {
+    DomainError: domain_error_handler,
+    ValidationException: validation_handler,
+    HTTPException: http_error_handler,
+    Exception: unexpected_error_handler,
+}

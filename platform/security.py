@@ -1,0 +1,119 @@
+"""Passwords (argon2id), signed access tokens (JWT) and opaque secrets (refresh tokens, keys)."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import secrets
+import uuid
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+import jwt
+from argon2 import PasswordHasher
+from argon2.exceptions import InvalidHashError, VerificationError
+
+from coalition.platform.errors import InvalidToken, TokenExpired
+from coalition.platform.settings import Settings
+
+# Only these algorithms are ever accepted; `none` and asymmetric/symmetric confusion are refused.
+ACCESS_TOKEN_ALGORITHMS = ["HS256"]
+
+_hasher = PasswordHasher()  # argon2id with the library's current recommended parameters
+# Verified against when the user does not exist, so both paths cost the same.
+_DUMMY_HASH = _hasher.hash(secrets.token_urlsafe(16))
+
+
+def hash_password(password: str) -> str:
+    return _hasher.hash(password)
+
+
+def verify_password(password_hash: str | None, password: str) -> bool:
+    try:
+        return _hasher.verify(password_hash or _DUMMY_HASH, password) and password_hash is not None
+    except (VerificationError, InvalidHashError):
+        return False
+
+
+def password_needs_rehash(password_hash: str) -> bool:
+    return _hasher.check_needs_rehash(password_hash)
+
+
+def new_secret(prefix: str, nbytes: int = 32) -> str:
+    """An opaque bearer secret such as `crt_...`; store only `secret_digest` of it."""
+    return f"{prefix}_{secrets.token_urlsafe(nbytes)}"
+
+
+def secret_digest(secret: str) -> str:
+    """SHA-256 of a high-entropy secret: enough for random tokens (passwords use argon2)."""
+    return hashlib.sha256(secret.encode()).hexdigest()
+
+
+def constant_time_equals(a: str, b: str) -> bool:
+    return hmac.compare_digest(a.encode(), b.encode())
+
+
+@dataclass(frozen=True, slots=True)
+class AccessClaims:
+    user_id: uuid.UUID
+    org_id: uuid.UUID
+    role: str
+    token_id: str
+    expires_at: datetime
+
+
+def issue_access_token(
+    settings: Settings, *, user_id: uuid.UUID, org_id: uuid.UUID, role: str, now: datetime
+) -> tuple[str, datetime]:
+    expires_at = now + timedelta(seconds=settings.access_token_ttl_seconds)
+    claims: dict[str, Any] = {
+        "iss": settings.jwt_issuer,
+        "aud": settings.jwt_audience,
+        "sub": str(user_id),
+        "org": str(org_id),
+        "role": role,
+        "iat": int(now.timestamp()),
+        "nbf": int(now.timestamp()),
+        "exp": int(expires_at.timestamp()),
+        "jti": uuid.uuid4().hex,
+    }
+    kid = settings.jwt_active_kid
+    token = jwt.encode(claims, settings.jwt_keys[kid], algorithm="HS256", headers={"kid": kid})
+    return token, expires_at
+
+
+def decode_access_token(settings: Settings, token: str) -> AccessClaims:
+    try:
+        header = jwt.get_unverified_header(token)
+    except jwt.PyJWTError as exc:
+        raise InvalidToken("Malformed token") from exc
+    if header.get("alg") not in ACCESS_TOKEN_ALGORITHMS:
+        raise InvalidToken("Token algorithm not allowed")
+    key = settings.jwt_keys.get(str(header.get("kid")))
+    if key is None:
+        raise InvalidToken("Unknown signing key")
+    try:
+        claims = jwt.decode(
+            token,
+            key,
+            algorithms=ACCESS_TOKEN_ALGORITHMS,
+            audience=settings.jwt_audience,
+            issuer=settings.jwt_issuer,
+            options={"require": ["exp", "iat", "iss", "aud", "sub", "jti"]},
+            leeway=5,
+        )
+    except jwt.ExpiredSignatureError as exc:
+        raise TokenExpired() from exc
+    except jwt.PyJWTError as exc:
+        raise InvalidToken(str(exc)) from exc
+    try:
+        return AccessClaims(
+            user_id=uuid.UUID(claims["sub"]),
+            org_id=uuid.UUID(claims["org"]),
+            role=str(claims["role"]),
+            token_id=str(claims["jti"]),
+            expires_at=datetime.fromtimestamp(claims["exp"]).astimezone(),
+        )
+    except (KeyError, ValueError) as exc:
+        raise InvalidToken("Token claims are incomplete") from exc

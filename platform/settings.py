@@ -1,0 +1,84 @@
+"""One cached `Settings` object, read from the environment (and a `.env` file if present)."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+from typing import Literal
+
+from pydantic import AliasChoices, Field, field_validator, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+DEV_JWT_SECRET = "dev-only-signing-key-change-me-in-production-0123456789"
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="COALITION_", env_file=".env", extra="ignore", frozen=True
+    )
+
+    environment: Literal["dev", "test", "production"] = "dev"
+    database_url: str | None = Field(
+        default=None, validation_alias=AliasChoices("DATABASE_URL", "COALITION_DATABASE_URL")
+    )
+    redis_url: str | None = Field(
+        default=None, validation_alias=AliasChoices("REDIS_URL", "COALITION_REDIS_URL")
+    )
+    data_dir: Path = Path(".coalition")
+    host: str = "127.0.0.1"
+    port: int = 8000
+    public_url: str = "http://127.0.0.1:8000"
+
+    # JSON map of key id -> HMAC secret; the active id signs, every listed id verifies.
+    jwt_keys: dict[str, str] = {"dev-1": DEV_JWT_SECRET}
+    jwt_active_kid: str = "dev-1"
+    jwt_issuer: str = "coalition"
+    jwt_audience: str = "coalition-api"
+    access_token_ttl_seconds: int = 900
+    refresh_token_ttl_seconds: int = 30 * 24 * 3600
+
+    login_attempts_per_window: int = 10
+    login_window_seconds: int = 300
+
+    max_request_body_bytes: int = 1_048_576
+
+    db_pool_size: int = 10
+    db_max_overflow: int = 10
+    job_max_tries: int = 10
+    log_json: bool | None = None
+    log_level: str = "INFO"
+
+    stripe_api_key: str | None = None
+
+    @field_validator("database_url")
+    @classmethod
+    def _asyncpg_driver(cls, value: str | None) -> str | None:
+        return to_asyncpg_url(value) if value else None
+
+    @model_validator(mode="after")
+    def _production_has_real_secrets(self) -> Settings:
+        if self.jwt_active_kid not in self.jwt_keys:
+            raise ValueError("COALITION_JWT_ACTIVE_KID must name one of COALITION_JWT_KEYS")
+        if self.environment == "production":
+            if DEV_JWT_SECRET in self.jwt_keys.values():
+                raise ValueError("production needs COALITION_JWT_KEYS set to real secrets")
+            if not self.database_url or not self.redis_url:
+                raise ValueError("production needs DATABASE_URL and REDIS_URL")
+        return self
+
+    @property
+    def json_logs(self) -> bool:
+        return self.log_json if self.log_json is not None else self.environment == "production"
+
+
+def to_asyncpg_url(url: str) -> str:
+    """Accept the usual `postgres://` / `postgresql://` spellings and use the asyncpg driver."""
+    for prefix in ("postgres://", "postgresql://", "postgresql+psycopg://"):
+        if url.startswith(prefix):
+            return "postgresql+asyncpg://" + url[len(prefix) :]
+    return url
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    return Settings()
