@@ -43,12 +43,16 @@ class AuthController(Controller):
         )
 
     @post("/refresh", exclude_from_auth=True, status_code=HTTP_200_OK)
-    async def refresh(self, data: RefreshRequest, session: AsyncSession, settings: Settings) -> TokenPair:
+    async def refresh(
+        self, data: RefreshRequest, session: AsyncSession, settings: Settings
+    ) -> TokenPair:
         """Rotate a refresh token; a reused one revokes its whole session family."""
         return await services.refresh(session, settings, refresh_token=data.refresh_token)
 
     @post("/logout", status_code=HTTP_204_NO_CONTENT, guards=[role_guard()])
-    async def logout(self, data: RefreshRequest, session: AsyncSession, principal: Principal) -> None:
+    async def logout(
+        self, data: RefreshRequest, session: AsyncSession, principal: Principal
+    ) -> None:
         """Revoke the session the given refresh token belongs to."""
         await services.logout(session, principal, refresh_token=data.refresh_token)
 
@@ -78,16 +82,23 @@ class OrganizationController(Controller):
         self, session: AsyncSession, principal: Principal, limit: Limit, offset: Offset
     ) -> Page[OrganizationRead]:
         """Organizations visible to the caller (all of them for carrier staff)."""
-        rows, total = await services.list_organizations(session, principal, limit=limit, offset=offset)
+        rows, total = await services.list_organizations(
+            session, principal, limit=limit, offset=offset
+        )
         return Page(
-            items=[services.organization_read(o) for o in rows], limit=limit, offset=offset, total=total
+            items=[services.organization_read(o) for o in rows],
+            limit=limit,
+            offset=offset,
+            total=total,
         )
 
     @get("/{org_id:uuid}")
     async def get_organization(
         self, org_id: uuid.UUID, session: AsyncSession, principal: Principal
     ) -> OrganizationRead:
-        return services.organization_read(await services.get_organization(session, principal, org_id))
+        return services.organization_read(
+            await services.get_organization(session, principal, org_id)
+        )
 
     @get("/{org_id:uuid}/users", guards=[role_guard("admin")])
     async def list_users(
@@ -102,7 +113,9 @@ class OrganizationController(Controller):
         rows, total = await services.list_users(
             session, principal, org_id, limit=limit, offset=offset
         )
-        return Page(items=[services.user_read(u) for u in rows], limit=limit, offset=offset, total=total)
+        return Page(
+            items=[services.user_read(u) for u in rows], limit=limit, offset=offset, total=total
+        )
 
 
 class UserController(Controller):
@@ -111,7 +124,9 @@ class UserController(Controller):
     guards = [role_guard("admin")]
 
     @get("/{user_id:uuid}")
-    async def get_user(self, user_id: uuid.UUID, session: AsyncSession, principal: Principal) -> UserRead:
+    async def get_user(
+        self, user_id: uuid.UUID, session: AsyncSession, principal: Principal
+    ) -> UserRead:
         return services.user_read(await services.get_user(session, principal, user_id))
 
 

@@ -46,7 +46,12 @@ class Organization(SQLModel, table=True):
         CheckConstraint(_in("status", ORG_STATUSES), name="status"),
         CheckConstraint(_in("industry", INDUSTRIES), name="industry"),
         # One carrier operates the platform.
-        Index("uq_organization_one_carrier", "kind", unique=True, postgresql_where=text("kind = 'carrier'")),
+        Index(
+            "uq_organization_one_carrier",
+            "kind",
+            unique=True,
+            postgresql_where=text("kind = 'carrier'"),
+        ),
     )
 
     id: uuid.UUID = id_field()

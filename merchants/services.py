@@ -7,8 +7,9 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from redis.asyncio import Redis
-from sqlalchemy import delete, func, select, update
+from sqlalchemy import delete, func, update
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlmodel import col, select
 
 from coalition.merchants.models import Organization, RefreshToken, User
 from coalition.merchants.schemas import OrganizationRead, TokenPair, UserRead
@@ -34,7 +35,7 @@ from coalition.platform.security import (
 )
 from coalition.platform.settings import Settings
 
-REFRESH_TOKEN_PREFIX = "crt"
+REFRESH_TOKEN_PREFIX = "crt"  # noqa: S105 - a prefix, not a secret
 
 
 class OrganizationSuspended(Forbidden):
@@ -92,7 +93,7 @@ async def _issue_tokens(
     )
     return TokenPair(
         access_token=access,
-        token_type="Bearer",
+        token_type="Bearer",  # noqa: S106
         expires_in=settings.access_token_ttl_seconds,
         refresh_token=refresh,
         refresh_expires_in=settings.refresh_token_ttl_seconds,
@@ -117,8 +118,8 @@ async def login(
     row = (
         await session.execute(
             select(User, Organization)
-            .join(Organization, Organization.id == User.org_id)  # type: ignore[arg-type]
-            .where(User.email == email)
+            .join(Organization, col(Organization.id) == col(User.org_id))
+            .where(col(User.email) == email)
         )
     ).one_or_none()
     user, org = (row[0], row[1]) if row else (None, None)
@@ -145,7 +146,7 @@ async def refresh(session: AsyncSession, settings: Settings, *, refresh_token: s
     token = (
         await session.execute(
             select(RefreshToken)
-            .where(RefreshToken.token_hash == secret_digest(refresh_token))
+            .where(col(RefreshToken.token_hash) == secret_digest(refresh_token))
             .with_for_update()
         )
     ).scalar_one_or_none()
@@ -160,8 +161,8 @@ async def refresh(session: AsyncSession, settings: Settings, *, refresh_token: s
     row = (
         await session.execute(
             select(User, Organization)
-            .join(Organization, Organization.id == User.org_id)  # type: ignore[arg-type]
-            .where(User.id == token.user_id)
+            .join(Organization, col(Organization.id) == col(User.org_id))
+            .where(col(User.id) == token.user_id)
         )
     ).one()
     user, org = row[0], row[1]
@@ -178,8 +179,8 @@ async def refresh(session: AsyncSession, settings: Settings, *, refresh_token: s
 async def _revoke_family(session: AsyncSession, family_id: uuid.UUID, now: datetime) -> None:
     await session.execute(
         update(RefreshToken)
-        .where(RefreshToken.family_id == family_id)  # type: ignore[arg-type]
-        .where(RefreshToken.revoked_at.is_(None))  # type: ignore[union-attr]
+        .where(col(RefreshToken.family_id) == family_id)
+        .where(col(RefreshToken.revoked_at).is_(None))
         .values(revoked_at=now)
     )
 
@@ -188,7 +189,7 @@ async def logout(session: AsyncSession, principal: Principal, *, refresh_token: 
     """End the session the refresh token belongs to (its whole family)."""
     token = (
         await session.execute(
-            select(RefreshToken).where(RefreshToken.token_hash == secret_digest(refresh_token))
+            select(RefreshToken).where(col(RefreshToken.token_hash) == secret_digest(refresh_token))
         )
     ).scalar_one_or_none()
     if token is None or token.user_id != principal.user_id:
@@ -204,25 +205,25 @@ async def resolve_principal(
     claims = decode_access_token(settings, credential)
     row = (
         await session.execute(
-            select(User.role, User.status, User.org_id, Organization.kind, Organization.status)
-            .join(Organization, Organization.id == User.org_id)  # type: ignore[arg-type]
-            .where(User.id == claims.user_id)
+            select(User, Organization)
+            .join(Organization, col(Organization.id) == col(User.org_id))
+            .where(col(User.id) == claims.user_id)
         )
     ).one_or_none()
     if row is None:
         raise InvalidToken("Unknown user")
-    role, user_status, org_id, org_kind, org_status = row
-    if user_status != "active" or org_id != claims.org_id:
+    user, org = row
+    if user.status != "active" or user.org_id != claims.org_id:
         raise InvalidToken("The account is no longer active")
-    if org_status != "active":
+    if org.status != "active":
         raise OrganizationSuspended()
-    return Principal(kind="user", org_id=org_id, org_kind=org_kind, role=role, user_id=claims.user_id)
+    return Principal(kind="user", org_id=org.id, org_kind=org.kind, role=user.role, user_id=user.id)
 
 
 async def purge_expired_refresh_tokens(session: AsyncSession) -> int:
     cutoff = utcnow() - timedelta(days=1)
     result = await session.execute(
-        delete(RefreshToken).where(RefreshToken.expires_at < cutoff)  # type: ignore[arg-type]
+        delete(RefreshToken).where(col(RefreshToken.expires_at) < cutoff)
     )
     await commit(session)
     return int(result.rowcount or 0)  # type: ignore[attr-defined]
@@ -247,10 +248,12 @@ async def me(session: AsyncSession, principal: Principal) -> Me:
 async def list_organizations(
     session: AsyncSession, principal: Principal, *, limit: int, offset: int
 ) -> tuple[list[Organization], int]:
-    base = scope_to_tenant(select(Organization), Organization.id, principal)
+    base = scope_to_tenant(select(Organization), col(Organization.id), principal)
     total = (await session.execute(select(func.count()).select_from(base.subquery()))).scalar_one()
     rows = await session.execute(
-        base.order_by(Organization.created_at, Organization.id).limit(limit).offset(offset)  # type: ignore[arg-type]
+        base.order_by(col(Organization.created_at), col(Organization.id))
+        .limit(limit)
+        .offset(offset)
     )
     return list(rows.scalars()), int(total)
 
@@ -265,10 +268,10 @@ async def list_users(
     session: AsyncSession, principal: Principal, org_id: uuid.UUID, *, limit: int, offset: int
 ) -> tuple[list[User], int]:
     await get_organization(session, principal, org_id)
-    base = select(User).where(User.org_id == org_id)
+    base = select(User).where(col(User.org_id) == org_id)
     total = (await session.execute(select(func.count()).select_from(base.subquery()))).scalar_one()
     rows = await session.execute(
-        base.order_by(User.created_at, User.id).limit(limit).offset(offset)  # type: ignore[arg-type]
+        base.order_by(col(User.created_at), col(User.id)).limit(limit).offset(offset)
     )
     return list(rows.scalars()), int(total)
 
@@ -296,7 +299,7 @@ async def create_user(
     password: str | None,
 ) -> User:
     email = email.strip().lower()
-    exists = (await session.execute(select(User.id).where(User.email == email))).first()
+    exists = (await session.execute(select(col(User.id)).where(col(User.email) == email))).first()
     if exists:
         raise Conflict(f"A user with email {email} already exists", field="email")
     user = User(
@@ -317,13 +320,18 @@ async def bootstrap_carrier(
 ) -> tuple[Organization, User]:
     """Create the carrier organization and its first admin (once per installation)."""
     existing = (
-        await session.execute(select(Organization).where(Organization.kind == "carrier"))
+        await session.execute(select(Organization).where(col(Organization.kind) == "carrier"))
     ).scalar_one_or_none()
     if existing is not None:
         raise Conflict(f"The carrier organization already exists: {existing.name}")
     org = await create_organization(session, kind="carrier", name=name, industry="telecom")
     admin = await create_user(
-        session, org=org, email=admin_email, display_name=admin_name, role="admin", password=password
+        session,
+        org=org,
+        email=admin_email,
+        display_name=admin_name,
+        role="admin",
+        password=password,
     )
     await commit(session)
     return org, admin

@@ -47,7 +47,9 @@ def main() -> None:
 
 @main.command()
 @click.option("--revision", default="head", show_default=True, help="Target revision.")
-@click.option("--down", is_flag=True, help="Downgrade to REVISION instead (e.g. --down --revision base).")
+@click.option(
+    "--down", is_flag=True, help="Downgrade to REVISION instead (e.g. --down --revision base)."
+)
 def migrate(revision: str, down: bool) -> None:
     """Apply database migrations (Alembic) to DATABASE_URL."""
     from coalition.platform import migrate as migrations
@@ -170,7 +172,7 @@ def dev(data_dir: Path, port: int) -> None:
         url = _require_database(settings)
         migrations.upgrade(url)
         report = _run_with_session(seed_demo, settings)
-        worker_process = subprocess.Popen(  # noqa: S603 - our own entry point
+        worker_process = subprocess.Popen(
             [sys.executable, "-m", "coalition.platform.cli", "worker"], env=os.environ.copy()
         )
         app_url = f"http://127.0.0.1:{port}"
@@ -211,4 +213,4 @@ def _print_logins(logins: list[tuple[str, str, str]], password: str) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    main(prog_name="coalition")

@@ -1,4 +1,4 @@
-"""Database engine, sessions and the shared SQLModel metadata (with a constraint naming convention)."""
+"""Database engine, sessions, and the shared SQLModel metadata with its naming convention."""
 
 from __future__ import annotations
 
@@ -8,9 +8,13 @@ from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import DateTime, MetaData, text
-from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
+from sqlalchemy.ext.asyncio import (
+    AsyncEngine,
+    AsyncSession,
+    async_sessionmaker,
+    create_async_engine,
+)
 from sqlmodel import Field, SQLModel
-from sqlalchemy.ext.asyncio import AsyncSession
 
 from coalition.platform.settings import Settings
 
@@ -40,7 +44,7 @@ def id_field() -> Any:
 
 
 def timestamp_field(*, nullable: bool = False, index: bool = False, now: bool = False) -> Any:
-    """A timezone-aware timestamp column (`timestamptz`); `now=True` defaults it to the current time."""
+    """A `timestamptz` column; `now=True` defaults it to the current time."""
     column_type = DateTime(timezone=True)
     if now:
         return Field(default_factory=utcnow, sa_type=column_type, nullable=nullable, index=index)

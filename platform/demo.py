@@ -4,14 +4,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlmodel import col, select
 
 from coalition.merchants import services as merchants
 from coalition.merchants.models import Organization, User
 from coalition.platform.jobs import commit
 
-DEMO_PASSWORD = "coalition-demo"
+DEMO_PASSWORD = "coalition-demo"  # noqa: S105 - printed for the local demo on purpose
 
 
 @dataclass(frozen=True)
@@ -76,7 +76,7 @@ async def seed_demo(session: AsyncSession) -> DemoReport:
     report = DemoReport(created=False)
     for spec in DEMO_ORGS:
         org = (
-            await session.execute(select(Organization).where(Organization.name == spec.name))
+            await session.execute(select(Organization).where(col(Organization.name) == spec.name))
         ).scalar_one_or_none()
         if org is None:
             org = await merchants.create_organization(
@@ -84,7 +84,9 @@ async def seed_demo(session: AsyncSession) -> DemoReport:
             )
             report.created = True
         for email, display_name, role in spec.staff:
-            exists = (await session.execute(select(User.id).where(User.email == email))).first()
+            exists = (
+                await session.execute(select(col(User.id)).where(col(User.email) == email))
+            ).first()
             if not exists:
                 await merchants.create_user(
                     session,

@@ -7,12 +7,14 @@ name the offending `field`. Unexpected exceptions become a plain 500 without int
 from __future__ import annotations
 
 import re
+import uuid
 from typing import Any, ClassVar
 
 import structlog
 from litestar import Request, Response
-from litestar.exceptions import HTTPException, ValidationException
+from litestar.exceptions import ClientException, HTTPException, ValidationException
 from litestar.status_codes import HTTP_500_INTERNAL_SERVER_ERROR
+from litestar.types import ExceptionHandlersMap
 
 PROBLEM_MEDIA_TYPE = "application/problem+json"
 log = structlog.get_logger("coalition.errors")
@@ -107,8 +109,11 @@ def problem(
         "instance": request.url.path,
     }
     request_id = request.scope.get("state", {}).get("request_id")
-    if request_id:
-        body["request_id"] = request_id
+    if not request_id:
+        # No route matched, so the request-id middleware never ran: make the id here.
+        request_id = uuid.uuid4().hex
+        headers = {**(headers or {}), "x-request-id": request_id}
+    body["request_id"] = request_id
     body.update({k: v for k, v in members.items() if v is not None})
     return Response(body, status_code=status, media_type=PROBLEM_MEDIA_TYPE, headers=headers)
 
@@ -131,7 +136,8 @@ _UNKNOWN_FIELD = re.compile(r"unknown field `([^`]+)`")
 
 
 def _field_of(message: str, key: str | None) -> str | None:
-    if key:
+    """The offending field: from msgspec's message for body errors, else the parameter name."""
+    if key and key != "data":
         return key
     path = _MSGSPEC_PATH.search(message)
     unknown = _UNKNOWN_FIELD.search(message)
@@ -159,12 +165,11 @@ def validation_handler(request: Request[Any, Any, Any], exc: ValidationException
     if not errors:
         errors.append({"field": _field_of(detail, None), "message": detail, "source": "body"})
     first = errors[0]
-    malformed = "malformed" in detail.lower() or "json is malformed" in first["message"].lower()
     return problem(
         request,
-        status=400 if malformed else 422,
-        code="malformed_body" if malformed else "validation_error",
-        title="The request body is not valid JSON" if malformed else "The request is not valid",
+        status=422,
+        code="validation_error",
+        title="The request is not valid",
         detail=first["message"] or detail,
         field=first["field"],
         errors=errors,
@@ -173,6 +178,9 @@ def validation_handler(request: Request[Any, Any, Any], exc: ValidationException
 
 def http_error_handler(request: Request[Any, Any, Any], exc: HTTPException) -> Response[Any]:
     code, title = _STATUS_CODES.get(exc.status_code, ("http_error", "HTTP error"))
+    if type(exc) is ClientException and exc.status_code == 400:
+        # Litestar raises a bare ClientException when the body cannot be decoded at all.
+        code, title = "malformed_body", "The request body is not valid JSON"
     return problem(
         request,
         status=exc.status_code,
@@ -193,7 +201,7 @@ def unexpected_error_handler(request: Request[Any, Any, Any], exc: Exception) ->
     )
 
 
-EXCEPTION_HANDLERS: dict[type[Exception], Any] = {
+EXCEPTION_HANDLERS: ExceptionHandlersMap = {
     DomainError: domain_error_handler,
     ValidationException: validation_handler,
     HTTPException: http_error_handler,

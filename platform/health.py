@@ -28,12 +28,12 @@ class HealthController(Controller):
         try:
             await ping(state.engine)
             checks["postgres"] = "ok"
-        except Exception as exc:  # noqa: BLE001 - any failure means not ready
+        except Exception as exc:
             checks["postgres"] = f"error: {type(exc).__name__}"
         try:
             await state.redis.ping()
             checks["redis"] = "ok"
-        except Exception as exc:  # noqa: BLE001
+        except Exception as exc:
             checks["redis"] = f"error: {type(exc).__name__}"
         ok = all(v == "ok" for v in checks.values())
         return Response(

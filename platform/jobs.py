@@ -15,20 +15,21 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any, TypeAlias
+from typing import Any, TypeAlias, cast
 
 import asyncpg
 import structlog
 from arq import Retry
 from arq.connections import ArqRedis
 from arq.cron import CronJob, cron
+from arq.typing import WorkerCoroutine
 from arq.worker import Function, func
 from redis.exceptions import RedisError
-from sqlalchemy import Column, Index, and_, or_, select, update
+from sqlalchemy import Column, Index, and_, or_, update
 from sqlalchemy.dialects.postgresql import JSONB, insert
 from sqlalchemy.exc import DBAPIError, OperationalError
-from sqlmodel import Field, SQLModel
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlmodel import Field, SQLModel, col, select
 
 from coalition.platform.db import SessionMaker, id_field, timestamp_field, utcnow
 
@@ -123,7 +124,7 @@ async def enqueue(
     statement = insert(JobOutbox).values(**values)
     if key is not None:
         statement = statement.on_conflict_do_nothing(index_elements=["dedupe_key"])
-    result = await session.execute(statement.returning(JobOutbox.id))
+    result = await session.execute(statement.returning(col(JobOutbox.id)))
     if result.scalar_one_or_none() is not None:
         session.info.setdefault("outbox", []).append(
             _Pending(outbox_id, function, list(args), defer_until)
@@ -174,7 +175,7 @@ class JobDispatcher:
             async with self.sessionmaker() as session:
                 await session.execute(
                     update(JobOutbox)
-                    .where(JobOutbox.id.in_(sent))  # type: ignore[attr-defined]
+                    .where(col(JobOutbox.id).in_(sent))
                     .values(enqueued_at=utcnow())
                 )
                 await session.commit()
@@ -190,17 +191,17 @@ async def relay_outbox(ctx: JobContext) -> int:
             await session.execute(
                 select(JobOutbox)
                 .where(
-                    JobOutbox.completed_at.is_(None),  # type: ignore[union-attr]
-                    JobOutbox.abandoned_at.is_(None),  # type: ignore[union-attr]
+                    col(JobOutbox.completed_at).is_(None),
+                    col(JobOutbox.abandoned_at).is_(None),
                     or_(
-                        JobOutbox.enqueued_at.is_(None),  # type: ignore[union-attr]
+                        col(JobOutbox.enqueued_at).is_(None),
                         and_(
-                            JobOutbox.enqueued_at < now - RELAY_STALE_AFTER,  # type: ignore[operator]
-                            JobOutbox.available_at < now - RELAY_STALE_AFTER,
+                            col(JobOutbox.enqueued_at) < now - RELAY_STALE_AFTER,
+                            col(JobOutbox.available_at) < now - RELAY_STALE_AFTER,
                         ),
                     ),
                 )
-                .order_by(JobOutbox.available_at)  # type: ignore[arg-type]
+                .order_by(col(JobOutbox.available_at))
                 .limit(RELAY_BATCH)
                 .with_for_update(skip_locked=True)
             )
@@ -234,7 +235,7 @@ async def _mark_completed(ctx: JobContext) -> None:
     async with sessionmaker() as session:
         await session.execute(
             update(JobOutbox)
-            .where(JobOutbox.id == uuid.UUID(job_id.removeprefix(OUTBOX_JOB_PREFIX)))  # type: ignore[arg-type]
+            .where(col(JobOutbox.id) == uuid.UUID(job_id.removeprefix(OUTBOX_JOB_PREFIX)))
             .values(completed_at=utcnow())
         )
         await session.commit()
@@ -272,7 +273,12 @@ class JobRegistry:
     ) -> Callable[[JobFunction], JobFunction]:
         def register(fn: JobFunction) -> JobFunction:
             self.functions.append(
-                func(_with_retries(fn), name=fn.__name__, max_tries=max_tries, timeout=timeout)
+                func(
+                    cast(WorkerCoroutine, _with_retries(fn)),
+                    name=fn.__name__,
+                    max_tries=max_tries,
+                    timeout=timeout,
+                )
             )
             return fn
 
@@ -281,12 +287,17 @@ class JobRegistry:
     def cron(self, fn: JobFunction, **schedule: Any) -> None:
         """Run `fn` on a schedule (arq cron fields); unique across workers, at least once."""
         self.cron_jobs.append(
-            cron(_with_retries(fn), name=f"cron:{fn.__name__}", unique=True, **schedule)
+            cron(
+                cast(WorkerCoroutine, _with_retries(fn)),
+                name=f"cron:{fn.__name__}",
+                unique=True,
+                **schedule,
+            )
         )
 
 
 registry = JobRegistry("platform")
-registry.cron(relay_outbox, second=set(range(0, 60, 10)), run_at_startup=True)
+registry.cron(relay_outbox, second=set(range(0, 60, 10)))
 
 
 @asynccontextmanager

@@ -10,6 +10,7 @@ import uuid
 from typing import Any
 
 import structlog
+from litestar.enums import ScopeType
 from litestar.plugins.prometheus import PrometheusConfig
 from litestar.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -47,7 +48,7 @@ def request_id_middleware(app: ASGIApp) -> ASGIApp:
     """Take a safe incoming X-Request-ID or make one; bind it to every log line; echo it back."""
 
     async def middleware(scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
+        if scope["type"] != ScopeType.HTTP:
             await app(scope, receive, send)
             return
         incoming = ""

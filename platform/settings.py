@@ -9,7 +9,8 @@ from typing import Literal
 from pydantic import AliasChoices, Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-DEV_JWT_SECRET = "dev-only-signing-key-change-me-in-production-0123456789"
+# Refused in production (see the validator below).
+DEV_JWT_SECRET = "dev-only-signing-key-change-me-in-production-0123456789"  # noqa: S105
 
 
 class Settings(BaseSettings):

@@ -26,6 +26,8 @@ async def on_startup(ctx: JobContext) -> None:
     ctx["engine"] = make_engine(settings, pool_size=5)
     ctx["sessionmaker"] = make_sessionmaker(ctx["engine"])
     ctx["dispatcher"] = JobDispatcher(ctx["redis"], ctx["sessionmaker"])
+    # Whatever Redis lost or never got while no worker ran is handed over before anything else.
+    await jobs.relay_outbox(ctx)
 
 
 async def on_shutdown(ctx: JobContext) -> None:
@@ -58,11 +60,7 @@ def worker_options(settings: Settings) -> dict[str, Any]:
 
 
 def build_worker(settings: Settings, **overrides: Any) -> Worker:
-    return create_worker(_Settings, **{**worker_options(settings), **overrides})
-
-
-class _Settings:
-    """arq reads options from a class; `build_worker` passes them all as keyword arguments."""
+    return create_worker({**worker_options(settings), **overrides})
 
 
 def run_worker(settings: Settings | None = None) -> None:

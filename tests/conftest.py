@@ -71,9 +71,7 @@ def servers() -> Iterator[Servers]:
     name = f"coalition_test_{uuid.uuid4().hex[:8]}"
     database_url = asyncio.run(create_database(server_url, name))
     migrate.upgrade(database_url)
-    os.environ.update(
-        DATABASE_URL=database_url, REDIS_URL=redis_url, COALITION_ENVIRONMENT="test"
-    )
+    os.environ.update(DATABASE_URL=database_url, REDIS_URL=redis_url, COALITION_ENVIRONMENT="test")
     from coalition.platform.settings import get_settings
 
     get_settings.cache_clear()

@@ -10,8 +10,7 @@ from litestar import Litestar
 from litestar.testing import AsyncTestClient
 from redis.asyncio import Redis
 from sqlalchemy import text
-from sqlalchemy.ext.asyncio import AsyncEngine
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
 from coalition.merchants import services as merchants
 from coalition.merchants.models import Organization, User
@@ -31,7 +30,10 @@ def settings(servers: Servers) -> Settings:
         environment="test",
         database_url=servers.database_url,
         redis_url=servers.redis_url,
-        jwt_keys={"test-2": "second-test-signing-key-0123456789abcdef", "test-1": "first-test-signing-key-0123456789abcdef"},
+        jwt_keys={
+            "test-2": "second-test-signing-key-0123456789abcdef",
+            "test-1": "first-test-signing-key-0123456789abcdef",
+        },
         jwt_active_kid="test-2",
         login_attempts_per_window=5,
     )
@@ -122,7 +124,9 @@ async def world(session: AsyncSession) -> World:
     return World(carrier=orgs["carrier"], cafe=orgs["cafe"], bank=orgs["bank"], users=users)
 
 
-async def login(client: AsyncTestClient[Litestar], email: str, password: str = PASSWORD) -> dict[str, str]:
+async def login(
+    client: AsyncTestClient[Litestar], email: str, password: str = PASSWORD
+) -> dict[str, str]:
     response = await client.post("/api/v1/auth/login", json={"email": email, "password": password})
     assert response.status_code == 200, response.text
     return response.json()  # type: ignore[no-any-return]

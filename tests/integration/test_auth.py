@@ -26,7 +26,9 @@ async def test_login_returns_tokens_and_me_answers(client: Client, world: World)
     assert tokens["expires_in"] == 900
     assert tokens["refresh_token"].startswith("crt_")
 
-    me = await client.get("/api/v1/me", headers={"Authorization": f"Bearer {tokens['access_token']}"})
+    me = await client.get(
+        "/api/v1/me", headers={"Authorization": f"Bearer {tokens['access_token']}"}
+    )
     assert me.status_code == 200
     body = me.json()
     assert body["user"]["email"] == "admin@cafe.test"
@@ -35,7 +37,9 @@ async def test_login_returns_tokens_and_me_answers(client: Client, world: World)
     assert "password_hash" not in body["user"]
 
 
-async def test_access_token_carries_standard_claims(client: Client, world: World, settings: Settings) -> None:
+async def test_access_token_carries_standard_claims(
+    client: Client, world: World, settings: Settings
+) -> None:
     token = (await login(client, "finance@bank.test"))["access_token"]
     header = jwt.get_unverified_header(token)
     assert header == {"alg": "HS256", "kid": "test-2", "typ": "JWT"}
@@ -45,7 +49,9 @@ async def test_access_token_carries_standard_claims(client: Client, world: World
     assert claims["sub"] == str(world.users["bank_finance"].id)
 
 
-async def test_unknown_user_and_wrong_password_get_the_same_error(client: Client, world: World) -> None:
+async def test_unknown_user_and_wrong_password_get_the_same_error(
+    client: Client, world: World
+) -> None:
     wrong_password = await client.post(
         "/api/v1/auth/login", json={"email": "admin@cafe.test", "password": "nope"}
     )
@@ -86,18 +92,26 @@ async def test_refresh_rotates_and_reuse_revokes_the_family(
     client: Client, world: World, session: AsyncSession
 ) -> None:
     first = await login(client, "marketing@carrier.test")
-    rotated = await client.post("/api/v1/auth/refresh", json={"refresh_token": first["refresh_token"]})
+    rotated = await client.post(
+        "/api/v1/auth/refresh", json={"refresh_token": first["refresh_token"]}
+    )
     assert rotated.status_code == 200
     second = rotated.json()
     assert second["refresh_token"] != first["refresh_token"]
-    me = await client.get("/api/v1/me", headers={"Authorization": f"Bearer {second['access_token']}"})
+    me = await client.get(
+        "/api/v1/me", headers={"Authorization": f"Bearer {second['access_token']}"}
+    )
     assert me.status_code == 200
 
     # the spent token comes back (stolen?): refused, and the whole family is revoked
-    reuse = await client.post("/api/v1/auth/refresh", json={"refresh_token": first["refresh_token"]})
+    reuse = await client.post(
+        "/api/v1/auth/refresh", json={"refresh_token": first["refresh_token"]}
+    )
     assert reuse.status_code == 401
     assert reuse.json()["code"] == "invalid_token"
-    after = await client.post("/api/v1/auth/refresh", json={"refresh_token": second["refresh_token"]})
+    after = await client.post(
+        "/api/v1/auth/refresh", json={"refresh_token": second["refresh_token"]}
+    )
     assert after.status_code == 401
 
     tokens = (await session.execute(select(RefreshToken))).scalars().all()
@@ -118,7 +132,9 @@ async def test_logout_revokes_the_refresh_token(client: Client, world: World) ->
         "/api/v1/auth/logout", json={"refresh_token": tokens["refresh_token"]}, headers=headers
     )
     assert out.status_code == 204
-    again = await client.post("/api/v1/auth/refresh", json={"refresh_token": tokens["refresh_token"]})
+    again = await client.post(
+        "/api/v1/auth/refresh", json={"refresh_token": tokens["refresh_token"]}
+    )
     assert again.status_code == 401
 
 
@@ -129,7 +145,9 @@ async def test_cannot_log_out_someone_elses_session(client: Client, world: World
         "/api/v1/auth/logout", json={"refresh_token": victim["refresh_token"]}, headers=attacker
     )
     assert response.status_code == 401
-    still = await client.post("/api/v1/auth/refresh", json={"refresh_token": victim["refresh_token"]})
+    still = await client.post(
+        "/api/v1/auth/refresh", json={"refresh_token": victim["refresh_token"]}
+    )
     assert still.status_code == 200
 
 
@@ -177,7 +195,9 @@ async def test_alg_none_token_is_401(client: Client, world: World) -> None:
     await _assert_401(client, unsigned)
 
 
-async def test_wrong_audience_and_issuer_are_401(client: Client, world: World, settings: Settings) -> None:
+async def test_wrong_audience_and_issuer_are_401(
+    client: Client, world: World, settings: Settings
+) -> None:
     user = world.users["cafe_admin"]
     now = datetime.now(UTC)
     base = {
@@ -212,10 +232,14 @@ async def test_unknown_key_id_is_401_and_old_key_still_verifies(
         "exp": int((now + timedelta(minutes=5)).timestamp()),
         "jti": "y",
     }
-    unknown = jwt.encode(claims, "a-key-nobody-has-0123456789abcdef", algorithm="HS256", headers={"kid": "zzz"})
+    unknown = jwt.encode(
+        claims, "a-key-nobody-has-0123456789abcdef", algorithm="HS256", headers={"kid": "zzz"}
+    )
     await _assert_401(client, unknown)
     # a token signed with the previous (still listed) key keeps working during rotation
-    previous = jwt.encode(claims, settings.jwt_keys["test-1"], algorithm="HS256", headers={"kid": "test-1"})
+    previous = jwt.encode(
+        claims, settings.jwt_keys["test-1"], algorithm="HS256", headers={"kid": "test-1"}
+    )
     response = await client.get("/api/v1/me", headers={"Authorization": f"Bearer {previous}"})
     assert response.status_code == 200
 

@@ -23,7 +23,12 @@ async def test_merchant_sees_only_its_own_organization(client: Client, world: Wo
 
 async def test_other_tenants_rows_answer_404_everywhere(client: Client, world: World) -> None:
     bank_user = world.users["bank_admin"]
-    for email in ("admin@cafe.test", "marketing@cafe.test", "finance@cafe.test", "cashier@cafe.test"):
+    for email in (
+        "admin@cafe.test",
+        "marketing@cafe.test",
+        "finance@cafe.test",
+        "cashier@cafe.test",
+    ):
         headers = await auth_headers(client, email)
         for path in (
             f"/api/v1/organizations/{world.bank.id}",
@@ -38,10 +43,14 @@ async def test_other_tenants_rows_answer_404_everywhere(client: Client, world: W
         assert response.status_code == 404, path
 
 
-async def test_404_for_other_tenant_looks_like_404_for_nothing(client: Client, world: World) -> None:
+async def test_404_for_other_tenant_looks_like_404_for_nothing(
+    client: Client, world: World
+) -> None:
     headers = await auth_headers(client, "admin@cafe.test")
     other = await client.get(f"/api/v1/users/{world.users['bank_admin'].id}", headers=headers)
-    missing = await client.get("/api/v1/users/00000000-0000-0000-0000-000000000000", headers=headers)
+    missing = await client.get(
+        "/api/v1/users/00000000-0000-0000-0000-000000000000", headers=headers
+    )
     assert other.status_code == missing.status_code == 404
     assert other.json()["detail"] == missing.json()["detail"]
 
