@@ -55,6 +55,7 @@ def worker_options(settings: Settings) -> dict[str, Any]:
         "max_jobs": 20,
         "job_timeout": 600,
         "keep_result": 3600,
+        "health_check_interval": 60,
         "ctx": {"settings": settings},
     }
 
