@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from coalition.merchants import services
+from coalition.merchants.services import identity
 from coalition.platform.jobs import JobContext, JobRegistry, job_session
 
 registry = JobRegistry("merchants")
@@ -12,7 +12,7 @@ registry = JobRegistry("merchants")
 async def purge_expired_refresh_tokens(ctx: JobContext) -> int:
     """Delete refresh tokens that expired more than a day ago; returns how many went."""
     async with job_session(ctx) as session:
-        return await services.purge_expired_refresh_tokens(session)
+        return await identity.purge_expired_refresh_tokens(session)
 
 
 registry.cron(purge_expired_refresh_tokens, minute=17, second=0)

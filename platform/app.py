@@ -90,7 +90,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
     configure_logging(settings)
 
     from coalition.merchants.controllers import ROUTES as MERCHANT_ROUTES
-    from coalition.merchants.services import resolve_principal
+    from coalition.merchants.services.identity import resolve_principal
 
     state = State({"settings": settings, "resolve_principal": resolve_principal})
     return Litestar(

@@ -78,7 +78,7 @@ def seed_demo_command() -> None:
 @click.password_option("--password", help="The admin's password (prompted if omitted).")
 def create_carrier(name: str, admin_email: str, admin_name: str, password: str) -> None:
     """Bootstrap an installation: the carrier organization and its first admin."""
-    from coalition.merchants.services import bootstrap_carrier
+    from coalition.merchants.services.organizations import bootstrap_carrier
     from coalition.platform.errors import DomainError
 
     settings = get_settings()

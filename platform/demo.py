@@ -7,8 +7,8 @@ from dataclasses import dataclass, field
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col, select
 
-from coalition.merchants import services as merchants
 from coalition.merchants.models import Organization, User
+from coalition.merchants.services import organizations, staff
 from coalition.platform.jobs import commit
 
 DEMO_PASSWORD = "coalition-demo"  # noqa: S105 - printed for the local demo on purpose
@@ -79,7 +79,7 @@ async def seed_demo(session: AsyncSession) -> DemoReport:
             await session.execute(select(Organization).where(col(Organization.name) == spec.name))
         ).scalar_one_or_none()
         if org is None:
-            org = await merchants.create_organization(
+            org = await organizations.create_organization(
                 session, kind=spec.kind, name=spec.name, industry=spec.industry
             )
             report.created = True
@@ -88,7 +88,7 @@ async def seed_demo(session: AsyncSession) -> DemoReport:
                 await session.execute(select(col(User.id)).where(col(User.email) == email))
             ).first()
             if not exists:
-                await merchants.create_user(
+                await staff.create_user(
                     session,
                     org=org,
                     email=email,

@@ -13,6 +13,7 @@ from coalition.platform.db import metadata
 
 MODEL_MODULES = (
     "coalition.platform.jobs",
+    "coalition.platform.audit",
     "coalition.merchants.models",
 )
 

@@ -55,6 +55,32 @@ def constant_time_equals(a: str, b: str) -> bool:
 
 
 @dataclass(frozen=True, slots=True)
+class IssuedKey:
+    """`<prefix>_<key_id>_<secret>`, shown once: `key_id` finds it, `digest` proves it."""
+
+    full: str
+    key_id: str
+    digest: str
+
+
+def issue_key(prefix: str) -> IssuedKey:
+    key_id = secrets.token_hex(8)
+    full = f"{prefix}_{key_id}_{secrets.token_urlsafe(32)}"
+    return IssuedKey(full=full, key_id=key_id, digest=secret_digest(full))
+
+
+def key_id_of(credential: str, prefix: str) -> str | None:
+    """The key id of a well-formed `<prefix>_<key_id>_<secret>` credential, else None."""
+    head, _, rest = credential.partition("_")
+    key_id, _, secret = rest.partition("_")
+    if head != prefix or len(key_id) != 16 or len(secret) < 20:
+        return None
+    if any(c not in "0123456789abcdef" for c in key_id):
+        return None
+    return key_id
+
+
+@dataclass(frozen=True, slots=True)
 class AccessClaims:
     user_id: uuid.UUID
     org_id: uuid.UUID

@@ -38,6 +38,21 @@ class Settings(BaseSettings):
     access_token_ttl_seconds: int = 900
     refresh_token_ttl_seconds: int = 30 * 24 * 3600
 
+    invitation_ttl_seconds: int = 7 * 24 * 3600
+    # Delay before each webhook retry; together they span more than 24 hours.
+    webhook_retry_schedule_seconds: list[int] = [
+        30,
+        120,
+        600,
+        1800,
+        3600,
+        3 * 3600,
+        6 * 3600,
+        12 * 3600,
+        24 * 3600,
+    ]
+    webhook_timeout_seconds: float = 10.0
+
     login_attempts_per_window: int = 10
     login_window_seconds: int = 300
 

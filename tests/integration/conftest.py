@@ -12,8 +12,8 @@ from redis.asyncio import Redis
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
-from coalition.merchants import services as merchants
 from coalition.merchants.models import Organization, User
+from coalition.merchants.services import organizations, staff
 from coalition.platform.app import create_app
 from coalition.platform.db import SessionMaker, make_engine, make_sessionmaker
 from coalition.platform.migrate import all_metadata
@@ -106,11 +106,11 @@ async def world(session: AsyncSession) -> World:
         ("cafe", "merchant", "cafe"),
         ("bank", "merchant", "bank"),
     ):
-        orgs[key] = await merchants.create_organization(
+        orgs[key] = await organizations.create_organization(
             session, kind=kind, name=f"{key.title()} Org", industry=industry
         )
         for role in ("admin", "marketing", "finance", "cashier"):
-            user = await merchants.create_user(
+            user = await staff.create_user(
                 session,
                 org=orgs[key],
                 email=f"{role}@{key}.test",

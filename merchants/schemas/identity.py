@@ -1,17 +1,18 @@
-"""Request and response shapes of the merchants API (identity, organizations, users)."""
+"""Request and response shapes of authentication."""
 
 from __future__ import annotations
 
-import uuid
-from datetime import datetime
 from typing import Annotated
 
 import msgspec
 
+from coalition.merchants.schemas.organizations import OrganizationRead
+from coalition.merchants.schemas.staff import UserRead
 from coalition.platform.api import Request, Response
 
 Email = Annotated[str, msgspec.Meta(min_length=3, max_length=254, pattern=r"^[^@\s]+@[^@\s]+$")]
 Password = Annotated[str, msgspec.Meta(min_length=1, max_length=256)]
+NewPassword = Annotated[str, msgspec.Meta(min_length=10, max_length=256)]
 Secret = Annotated[str, msgspec.Meta(min_length=10, max_length=200)]
 
 
@@ -32,25 +33,10 @@ class TokenPair(Response):
     refresh_expires_in: int
 
 
-class OrganizationRead(Response):
-    id: uuid.UUID
-    kind: str
-    name: str
-    industry: str
-    status: str
-    timezone: str
-    created_at: datetime
-
-
-class UserRead(Response):
-    id: uuid.UUID
-    org_id: uuid.UUID
-    email: str
-    display_name: str
-    role: str
-    status: str
-    created_at: datetime
-    last_login_at: datetime | None
+class AcceptInvitationRequest(Request):
+    token: Secret
+    password: NewPassword
+    display_name: Annotated[str, msgspec.Meta(min_length=1, max_length=120)] | None = None
 
 
 class MeRead(Response):

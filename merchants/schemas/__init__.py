@@ -1,0 +1,1 @@
+"""The merchants domain's schemas, one module per area."""

@@ -1,0 +1,1 @@
+"""The merchants domain's services, one module per area."""

@@ -1,0 +1,66 @@
+"""The partner directory: where a campaign owner finds partners to invite."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from sqlalchemy import func
+from sqlalchemy.ext.asyncio import AsyncSession
+from sqlmodel import col, select
+
+from coalition.merchants.models import Organization, Store
+from coalition.platform.auth import Principal
+
+
+@dataclass(frozen=True, slots=True)
+class Partner:
+    organization: Organization
+    store_count: int
+
+
+def _escape_like(text: str) -> str:
+    return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+
+
+async def search_partners(
+    session: AsyncSession,
+    principal: Principal,
+    *,
+    industry: str | None,
+    city: str | None,
+    name: str | None,
+    status: str | None,
+    limit: int,
+    offset: int,
+) -> tuple[list[Partner], int]:
+    """Active partner merchants (carrier staff may also look at other statuses)."""
+    stores = (
+        select(col(Store.org_id), func.count().label("store_count"))
+        .where(col(Store.status) == "active")
+        .group_by(col(Store.org_id))
+        .subquery()
+    )
+    query = select(Organization).where(col(Organization.kind) == "merchant")
+    if principal.sees_all_tenants and status:
+        query = query.where(col(Organization.status) == status)
+    elif not principal.sees_all_tenants or status is None:
+        query = query.where(col(Organization.status) == "active")
+    if industry:
+        query = query.where(col(Organization.industry) == industry)
+    if city:
+        query = query.where(col(Organization.cities).any(city))  # type: ignore[attr-defined]
+    if name:
+        pattern = f"%{_escape_like(name)}%"
+        query = query.where(
+            col(Organization.name).ilike(pattern, escape="\\")
+            | col(Organization.legal_name).ilike(pattern, escape="\\")
+        )
+    total = (await session.execute(select(func.count()).select_from(query.subquery()))).scalar_one()
+    rows = await session.execute(
+        query.add_columns(func.coalesce(stores.c.store_count, 0))
+        .outerjoin(stores, stores.c.org_id == col(Organization.id))
+        .order_by(col(Organization.name), col(Organization.id))
+        .limit(limit)
+        .offset(offset)
+    )
+    return [Partner(org, int(count)) for org, count in rows.all()], int(total)
