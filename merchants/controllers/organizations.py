@@ -95,18 +95,6 @@ class OrganizationController(Controller):
             expires_at=invitation.expires_at,
         )
 
-    @post("/applications", exclude_from_auth=True, guards=[], status_code=HTTP_201_CREATED)
-    async def apply(
-        self,
-        request: Request,  # type: ignore[type-arg]
-        data: ApplyRequest,
-        session: AsyncSession,
-        redis: Redis,
-    ) -> OrganizationRead:
-        """A merchant applies to join; it can sign in once a carrier admin approves."""
-        await ratelimit.hit(redis, f"apply:ip:{client_ip(request)}", limit=10, window_seconds=3600)
-        return organizations.organization_read(await organizations.apply(session, data))
-
     @post("/{org_id:uuid}/approve", guards=[carrier_guard("admin")], status_code=HTTP_200_OK)
     async def approve(
         self, org_id: uuid.UUID, session: AsyncSession, principal: Principal
@@ -137,6 +125,25 @@ class OrganizationController(Controller):
         return organizations.organization_read(
             await organizations.reinstate(session, principal, org_id)
         )
+
+
+class ApplicationController(Controller):
+    """The one public onboarding door: anyone may apply, nothing is granted until approval."""
+
+    path = "/api/v1/organizations"
+    tags = ["organizations"]
+
+    @post("/applications", exclude_from_auth=True, status_code=HTTP_201_CREATED)
+    async def apply(
+        self,
+        request: Request,  # type: ignore[type-arg]
+        data: ApplyRequest,
+        session: AsyncSession,
+        redis: Redis,
+    ) -> OrganizationRead:
+        """A merchant applies to join; it can sign in once a carrier admin approves."""
+        await ratelimit.hit(redis, f"apply:ip:{client_ip(request)}", limit=10, window_seconds=3600)
+        return organizations.organization_read(await organizations.apply(session, data))
 
 
 class PartnerDirectoryController(Controller):
@@ -241,4 +248,9 @@ class AuditLogController(Controller):
         )
 
 
-ROUTES = [OrganizationController, PartnerDirectoryController, AuditLogController]
+ROUTES = [
+    OrganizationController,
+    ApplicationController,
+    PartnerDirectoryController,
+    AuditLogController,
+]
