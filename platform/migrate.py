@@ -14,7 +14,9 @@ from coalition.platform.db import metadata
 MODEL_MODULES = (
     "coalition.platform.jobs",
     "coalition.platform.audit",
+    "coalition.platform.idempotency",
     "coalition.merchants.models",
+    "coalition.campaigns.models",
 )
 
 

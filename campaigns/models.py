@@ -1,0 +1,308 @@
+"""Tables of the campaigns domain: joint campaigns and their versioned terms, participants,
+customers, coupons, claim slots, issuance batches and daily figures.
+
+Coupons are keyed so they can be partitioned by campaign (every coupon row carries
+`campaign_id`; its unique code is global for lookup at the till).
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import date, datetime
+from typing import Any
+
+from sqlalchemy import (
+    BigInteger,
+    CheckConstraint,
+    Column,
+    Date,
+    ForeignKey,
+    Index,
+    Integer,
+    PrimaryKeyConstraint,
+    UniqueConstraint,
+    Uuid,
+    text,
+)
+from sqlalchemy.dialects.postgresql import ARRAY, JSONB
+from sqlmodel import Field, SQLModel
+
+from coalition.merchants.models import fk, jsonb, org_fk, text_array
+from coalition.platform.db import id_field, timestamp_field
+
+CAMPAIGN_STATUSES = ("draft", "proposed", "approved", "active", "paused", "ended", "cancelled")
+AUDIENCES = ("open", "segment", "targeted")
+COUPON_STATUSES = ("issued", "claimed", "redeemed", "expired", "void")
+BATCH_STATUSES = ("pending", "running", "completed", "failed")
+SLOTS = 64  # claim counters per campaign: no single hot row on the claim path
+
+
+def _in(column: str, values: tuple[str, ...]) -> str:
+    return f"{column} IN ({', '.join(repr(v) for v in values)})"
+
+
+def money_column(*, nullable: bool = False) -> Any:
+    return Field(default=None if nullable else 0, sa_column=Column(BigInteger, nullable=nullable))
+
+
+class Campaign(SQLModel, table=True):
+    __tablename__ = "campaign"
+    __table_args__ = (
+        CheckConstraint(_in("status", CAMPAIGN_STATUSES), name="status"),
+        CheckConstraint(_in("audience", AUDIENCES), name="audience"),
+        CheckConstraint("currency ~ '^[A-Z]{3}$'", name="currency"),
+        CheckConstraint("ends_at > starts_at", name="schedule"),
+        CheckConstraint("total_quantity > 0", name="quantity"),
+        CheckConstraint("per_customer_limit >= 1", name="per_customer_limit"),
+        CheckConstraint(
+            "per_customer_daily_limit IS NULL OR per_customer_daily_limit >= 1",
+            name="per_customer_daily_limit",
+        ),
+    )
+
+    id: uuid.UUID = id_field()
+    owner_org_id: uuid.UUID = org_fk()
+    name: str = Field(max_length=200)
+    description: str | None = Field(default=None, max_length=2000)
+    status: str = Field(default="draft", max_length=16, index=True)
+    status_reason: str | None = Field(default=None, max_length=500)
+    currency: str = Field(max_length=3)
+    timezone: str = Field(max_length=64)
+    starts_at: datetime = timestamp_field()
+    ends_at: datetime = timestamp_field()
+    code_prefix: str | None = Field(default=None, max_length=8)
+    offer: dict[str, Any] = jsonb()  # the offer rule (see campaigns/domain.py `Offer`)
+    audience: str = Field(default="open", max_length=16)
+    audience_min_tier: int | None = None
+    audience_max_tier: int | None = None
+    audience_tags: list[str] = text_array()
+    audience_on_network_only: bool = False
+    total_quantity: int
+    per_customer_limit: int = 1
+    per_customer_daily_limit: int | None = None
+    reversal_window_days: int = 30
+    total_budget: int = money_column()
+    fee_bp: int = 0
+    fee_fixed: int = money_column()
+    fee_payer: str = Field(default="redeeming_merchant", max_length=32)
+    settlement_cycle: str = Field(default="weekly", max_length=16)
+    terms_version: int = 0  # the version participants must accept (0: never proposed)
+    created_by: uuid.UUID | None = fk("app_user.id", index=False, nullable=True)
+    created_at: datetime = timestamp_field(now=True)
+    proposed_at: datetime | None = timestamp_field(nullable=True)
+    approved_at: datetime | None = timestamp_field(nullable=True)
+    activated_at: datetime | None = timestamp_field(nullable=True)
+    ended_at: datetime | None = timestamp_field(nullable=True)
+
+
+class CampaignParticipant(SQLModel, table=True):
+    """An organization funding the campaign (the owner included), with its share and cap."""
+
+    __tablename__ = "campaign_participant"
+    __table_args__ = (
+        PrimaryKeyConstraint("campaign_id", "org_id"),
+        CheckConstraint("share_bp BETWEEN 0 AND 10000", name="share_bp"),
+        CheckConstraint("budget_cap IS NULL OR budget_cap > 0", name="budget_cap"),
+    )
+
+    campaign_id: uuid.UUID = Field(
+        sa_column=Column(Uuid, ForeignKey("campaign.id", ondelete="CASCADE"), nullable=False)
+    )
+    org_id: uuid.UUID = org_fk()
+    position: int  # funding order: ties in the split remainder go to the lower position
+    share_bp: int
+    budget_cap: int | None = money_column(nullable=True)
+    accepted_version: int | None = None
+    accepted_at: datetime | None = timestamp_field(nullable=True)
+    accepted_by: uuid.UUID | None = None
+    declined_at: datetime | None = timestamp_field(nullable=True)
+    decline_reason: str | None = Field(default=None, max_length=500)
+
+
+class CampaignTermsVersion(SQLModel, table=True):
+    """The exact terms proposed as version N, frozen; acceptances name a version."""
+
+    __tablename__ = "campaign_terms_version"
+    __table_args__ = (UniqueConstraint("campaign_id", "version"),)
+
+    id: uuid.UUID = id_field()
+    campaign_id: uuid.UUID = fk("campaign.id", index=False, cascade=True)
+    version: int
+    terms: dict[str, Any] = jsonb()
+    proposed_by: uuid.UUID | None = None
+    proposed_at: datetime = timestamp_field(now=True)
+
+
+class CampaignStore(SQLModel, table=True):
+    """Redeemable stores when the campaign names a list (none: every participant's store)."""
+
+    __tablename__ = "campaign_store"
+    __table_args__ = (PrimaryKeyConstraint("campaign_id", "store_id"),)
+
+    campaign_id: uuid.UUID = Field(
+        sa_column=Column(Uuid, ForeignKey("campaign.id", ondelete="CASCADE"), nullable=False)
+    )
+    store_id: uuid.UUID = fk("store.id")
+
+
+class CampaignTarget(SQLModel, table=True):
+    """A customer on a targeted campaign's list."""
+
+    __tablename__ = "campaign_target"
+    __table_args__ = (PrimaryKeyConstraint("campaign_id", "customer_id"),)
+
+    campaign_id: uuid.UUID = Field(
+        sa_column=Column(Uuid, ForeignKey("campaign.id", ondelete="CASCADE"), nullable=False)
+    )
+    customer_id: uuid.UUID = fk("customer.id", index=False)
+
+
+class ClaimSlot(SQLModel, table=True):
+    """One of a campaign's SLOTS counters of what is left to claim. Capacity is spread over
+    the slots at activation; a claim takes from one slot, so claims do not queue on one row.
+    The checks make overselling impossible whatever the application does."""
+
+    __tablename__ = "claim_slot"
+    __table_args__ = (
+        PrimaryKeyConstraint("campaign_id", "slot"),
+        CheckConstraint("remaining_quantity >= 0", name="quantity"),
+        CheckConstraint("remaining_budget >= 0", name="budget"),
+        CheckConstraint("0 <= ALL(funder_remaining)", name="funders"),
+    )
+
+    campaign_id: uuid.UUID = Field(
+        sa_column=Column(Uuid, ForeignKey("campaign.id", ondelete="CASCADE"), nullable=False)
+    )
+    slot: int
+    remaining_quantity: int
+    remaining_budget: int = money_column()
+    # What each funder (by participant position) may still reserve; NULL = no cap.
+    funder_remaining: list[int | None] = Field(
+        default_factory=list, sa_column=Column(ARRAY(BigInteger), nullable=False)
+    )
+    claimed: int = 0
+    released: int = 0
+
+
+class Customer(SQLModel, table=True):
+    """A carrier subscriber, known by a keyed hash of their phone number (never the number)."""
+
+    __tablename__ = "customer"
+    __table_args__ = (CheckConstraint("tier BETWEEN 1 AND 7", name="tier"),)
+
+    id: uuid.UUID = id_field()
+    external_id_hash: str = Field(max_length=64, unique=True)
+    phone_hint: str | None = Field(default=None, max_length=16)  # e.g. "*******8888"
+    tier: int = 1
+    tags: list[str] = text_array()
+    on_network: bool = True
+    created_at: datetime = timestamp_field(now=True)
+    updated_at: datetime = timestamp_field(now=True)
+
+
+class CustomerOtp(SQLModel, table=True):
+    __tablename__ = "customer_otp"
+
+    id: uuid.UUID = id_field()
+    external_id_hash: str = Field(max_length=64, index=True)
+    code_hash: str = Field(max_length=64)
+    created_at: datetime = timestamp_field(now=True)
+    expires_at: datetime = timestamp_field()
+    attempts: int = 0
+    used_at: datetime | None = timestamp_field(nullable=True)
+
+
+class Coupon(SQLModel, table=True):
+    __tablename__ = "coupon"
+    __table_args__ = (
+        CheckConstraint(_in("status", COUPON_STATUSES), name="status"),
+        CheckConstraint("reserved_amount >= 0", name="reserved_amount"),
+        CheckConstraint("valid_until > valid_from", name="validity"),
+        # Exactly-once per customer limit: the n-th coupon of a customer in a campaign.
+        UniqueConstraint("campaign_id", "customer_id", "holder_seq"),
+        Index("ix_coupon_customer", "customer_id", "campaign_id"),
+        Index(
+            "ix_coupon_expiry",
+            "valid_until",
+            postgresql_where=text("status IN ('issued', 'claimed')"),
+        ),
+        Index("ix_coupon_campaign_status", "campaign_id", "status"),
+    )
+
+    id: uuid.UUID = id_field()
+    campaign_id: uuid.UUID = fk("campaign.id", index=False)
+    code: str = Field(max_length=16, unique=True)
+    customer_id: uuid.UUID | None = fk("customer.id", index=False, nullable=True)
+    holder_seq: int | None = None
+    claim_day: date | None = Field(default=None, sa_column=Column(Date, nullable=True))
+    status: str = Field(max_length=16)
+    slot: int | None = None
+    reserved_amount: int = money_column()
+    funder_reserved: list[int] = Field(
+        default_factory=list, sa_column=Column(ARRAY(BigInteger), nullable=False)
+    )
+    valid_from: datetime = timestamp_field()
+    valid_until: datetime = timestamp_field()
+    issued_at: datetime = timestamp_field(now=True)
+    claimed_at: datetime | None = timestamp_field(nullable=True)
+    redeemed_at: datetime | None = timestamp_field(nullable=True)
+    released_at: datetime | None = timestamp_field(nullable=True)  # budget handed back
+    void_reason: str | None = Field(default=None, max_length=500)
+    batch_id: uuid.UUID | None = Field(default=None, sa_column=Column(Uuid, nullable=True))
+
+
+class IssueBatch(SQLModel, table=True):
+    """A bulk issuance: targets uploaded, coupons written in chunks, resumable."""
+
+    __tablename__ = "issue_batch"
+    __table_args__ = (CheckConstraint(_in("status", BATCH_STATUSES), name="status"),)
+
+    id: uuid.UUID = id_field()
+    campaign_id: uuid.UUID = fk("campaign.id")
+    org_id: uuid.UUID = org_fk(index=False)
+    source: str = Field(max_length=16)  # csv | audience
+    status: str = Field(default="pending", max_length=16)
+    total: int = 0
+    issued: int = 0
+    rejected: int = 0
+    errors: list[dict[str, Any]] = Field(
+        default_factory=list, sa_column=Column(JSONB, nullable=False)
+    )
+    notify: bool = False
+    created_by: uuid.UUID | None = None
+    created_at: datetime = timestamp_field(now=True)
+    started_at: datetime | None = timestamp_field(nullable=True)
+    finished_at: datetime | None = timestamp_field(nullable=True)
+
+
+class IssueBatchTarget(SQLModel, table=True):
+    """The batch's targets in upload order; `issued` marks the rows already done."""
+
+    __tablename__ = "issue_batch_target"
+    __table_args__ = (PrimaryKeyConstraint("batch_id", "row_number"),)
+
+    batch_id: uuid.UUID = Field(
+        sa_column=Column(Uuid, ForeignKey("issue_batch.id", ondelete="CASCADE"), nullable=False)
+    )
+    row_number: int = Field(sa_column=Column(Integer, nullable=False))
+    customer_id: uuid.UUID
+    coupon_id: uuid.UUID | None = None
+
+
+class CampaignDailyStat(SQLModel, table=True):
+    """Figures per campaign per local day, kept per slot so writers do not contend; read sums."""
+
+    __tablename__ = "campaign_daily_stat"
+    __table_args__ = (PrimaryKeyConstraint("campaign_id", "day", "slot"),)
+
+    campaign_id: uuid.UUID = Field(
+        sa_column=Column(Uuid, ForeignKey("campaign.id", ondelete="CASCADE"), nullable=False)
+    )
+    day: date = Field(sa_column=Column(Date, nullable=False))
+    slot: int
+    issued: int = 0
+    claimed: int = 0
+    redeemed: int = 0
+    expired: int = 0
+    voided: int = 0
+    discount: int = money_column()
