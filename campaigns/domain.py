@@ -104,6 +104,65 @@ class Offer:
         return found
 
 
+def offer_to_json(offer: Offer) -> dict[str, object]:
+    """The stored (JSONB) form of an offer."""
+    return {
+        "kind": offer.kind,
+        "currency": offer.currency,
+        "value": offer.value,
+        "percent_bp": offer.percent_bp,
+        "cap": offer.cap,
+        "threshold": offer.threshold,
+        "min_spend": offer.min_spend,
+        "valid_from": offer.valid_from.isoformat() if offer.valid_from else None,
+        "valid_until": offer.valid_until.isoformat() if offer.valid_until else None,
+        "valid_days_after_claim": offer.valid_days_after_claim,
+        "weekdays": sorted(offer.weekdays),
+        "time_windows": [
+            [w.start.isoformat("minutes"), w.end.isoformat("minutes")] for w in offer.time_windows
+        ],
+        "channels": sorted(offer.channels),
+        "store_ids": sorted(str(s) for s in offer.store_ids)
+        if offer.store_ids is not None
+        else None,
+    }
+
+
+def offer_from_json(data: dict[str, object]) -> Offer:
+    def when(value: object) -> datetime | None:
+        return datetime.fromisoformat(str(value)) if value else None
+
+    windows = data.get("time_windows") or []
+    store_ids = data.get("store_ids")
+    return Offer(
+        kind=data["kind"],  # type: ignore[arg-type]
+        currency=str(data["currency"]),
+        value=int(data.get("value") or 0),  # type: ignore[call-overload]
+        percent_bp=int(data.get("percent_bp") or 0),  # type: ignore[call-overload]
+        cap=int(data["cap"]) if data.get("cap") is not None else None,  # type: ignore[call-overload]
+        threshold=int(data.get("threshold") or 0),  # type: ignore[call-overload]
+        min_spend=int(data.get("min_spend") or 0),  # type: ignore[call-overload]
+        valid_from=when(data.get("valid_from")),
+        valid_until=when(data.get("valid_until")),
+        valid_days_after_claim=(
+            int(data["valid_days_after_claim"])  # type: ignore[call-overload]
+            if data.get("valid_days_after_claim") is not None
+            else None
+        ),
+        weekdays=frozenset(data.get("weekdays", range(7))),  # type: ignore[arg-type]
+        time_windows=tuple(
+            TimeWindow(time.fromisoformat(a), time.fromisoformat(b))
+            for a, b in windows  # type: ignore[attr-defined]
+        ),
+        channels=frozenset(data.get("channels", ("pos", "online"))),  # type: ignore[arg-type]
+        store_ids=(
+            frozenset(uuid.UUID(str(s)) for s in store_ids)  # type: ignore[attr-defined]
+            if store_ids is not None
+            else None
+        ),
+    )
+
+
 def max_discount(offer: Offer) -> int:
     """The most one coupon can ever give: what claiming reserves against the budgets."""
     if offer.kind == "percent_off":

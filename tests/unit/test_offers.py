@@ -332,3 +332,29 @@ def test_funder_caps_bound_reservations() -> None:
     )
     assert funders_can_cover(terms, {a: 0}, 2000)
     assert not funders_can_cover(terms, {a: 1}, 2000)
+
+
+@given(offers)
+def test_offers_survive_their_stored_form(offer: Offer) -> None:
+    from coalition.campaigns.domain import offer_from_json, offer_to_json
+
+    assert offer_from_json(offer_to_json(offer)) == offer
+
+
+def test_full_offer_round_trip() -> None:
+    from coalition.campaigns.domain import offer_from_json, offer_to_json
+
+    offer = Offer(
+        kind="percent_off",
+        currency="CNY",
+        percent_bp=2000,
+        cap=3000,
+        min_spend=1000,
+        valid_from=START,
+        valid_until=END,
+        weekdays=frozenset({5, 6}),
+        time_windows=(TimeWindow(time(9, 30), time(11)),),
+        channels=frozenset({"online"}),
+        store_ids=frozenset({STORE}),
+    )
+    assert offer_from_json(offer_to_json(offer)) == offer

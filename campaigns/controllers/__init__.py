@@ -1,0 +1,1 @@
+"""The campaigns domain's controllers, one module per area."""

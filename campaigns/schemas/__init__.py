@@ -1,0 +1,1 @@
+"""The campaigns domain's schemas, one module per area."""

@@ -1,0 +1,203 @@
+"""Claim slots: a campaign's remaining quantity and budget spread over SLOTS rows.
+
+Each claim takes one unit of quantity and the coupon's reservation from one slot, so
+concurrent claims spread over many rows instead of queueing on one. The table's CHECK
+constraints are the arbiter: no code path can take a slot below zero. A claim tries a slot no
+one else holds (SKIP LOCKED), then waits for any slot with room, and when the room left is
+scattered over slots too small on their own, gathers it into one before giving up.
+"""
+
+from __future__ import annotations
+
+import random
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from sqlalchemy import text
+from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from coalition.campaigns.models import SLOTS, ClaimSlot
+
+BASIS_POINTS = 10_000
+
+
+def funder_reservations(reservation: int, shares_bp: Sequence[int]) -> list[int]:
+    """What a coupon holds against each funder: the most its split can ever charge them.
+
+    A redemption's split gives a funder at most ceil(discount * share) and a discount is at
+    most the reservation, so holding the ceiling keeps every funder inside its cap exactly.
+    """
+    return [-(-reservation * bp // BASIS_POINTS) for bp in shares_bp]
+
+
+def _spread(total: int, parts: int) -> list[int]:
+    base, extra = divmod(total, parts)
+    return [base + (1 if i < extra else 0) for i in range(parts)]
+
+
+async def open_slots(
+    session: AsyncSession,
+    campaign_id: uuid.UUID,
+    *,
+    quantity: int,
+    budget: int,
+    funder_caps: Sequence[int | None],
+) -> None:
+    """Spread the campaign's capacity over its slots (once; a second call changes nothing)."""
+    quantities = _spread(quantity, SLOTS)
+    budgets = _spread(budget, SLOTS)
+    caps = [_spread(cap, SLOTS) if cap is not None else [None] * SLOTS for cap in funder_caps]
+    await session.execute(
+        insert(ClaimSlot)
+        .values(
+            [
+                {
+                    "campaign_id": campaign_id,
+                    "slot": slot,
+                    "remaining_quantity": quantities[slot],
+                    "remaining_budget": budgets[slot],
+                    "funder_remaining": [cap[slot] for cap in caps],
+                    "claimed": 0,
+                    "released": 0,
+                }
+                for slot in range(SLOTS)
+            ]
+        )
+        .on_conflict_do_nothing(index_elements=["campaign_id", "slot"])
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class SoldOut:
+    reason: str  # "quantity" | "budget"
+
+
+def _room(funders: int) -> str:
+    conditions = ["remaining_quantity > 0", "remaining_budget >= :amount"]
+    conditions += [
+        f"(funder_remaining[{i + 1}] IS NULL OR funder_remaining[{i + 1}] >= :f{i})"
+        for i in range(funders)
+    ]
+    return " AND ".join(conditions)
+
+
+def _take_sql(funders: int, *, skip_locked: bool) -> str:
+    new_funders = ", ".join(f"funder_remaining[{i + 1}] - :f{i}" for i in range(funders))
+    lock = "FOR UPDATE SKIP LOCKED" if skip_locked else "FOR UPDATE"
+    # Assembled from column positions only; every value is a bound parameter.
+    return f"""
+        UPDATE claim_slot SET
+            remaining_quantity = remaining_quantity - 1,
+            remaining_budget = remaining_budget - :amount,
+            funder_remaining = ARRAY[{new_funders}]::bigint[],
+            claimed = claimed + 1
+        WHERE campaign_id = :campaign AND slot = (
+            SELECT slot FROM claim_slot
+            WHERE campaign_id = :campaign AND {_room(funders)}
+            ORDER BY (slot - :start + {SLOTS}) % {SLOTS}
+            LIMIT 1 {lock}
+        )
+        RETURNING slot
+    """  # noqa: S608
+
+
+async def take(
+    session: AsyncSession, campaign_id: uuid.UUID, amount: int, funder_parts: Sequence[int]
+) -> int | SoldOut:
+    """Take one coupon's worth from some slot; the slot number, or why there is no room."""
+    params: dict[str, object] = {
+        "campaign": campaign_id,
+        "amount": amount,
+        "start": random.randrange(SLOTS),  # spreading load, not security
+        **{f"f{i}": part for i, part in enumerate(funder_parts)},
+    }
+    funders = len(funder_parts)
+    for skip_locked in (True, False):
+        slot = (
+            await session.execute(text(_take_sql(funders, skip_locked=skip_locked)), params)
+        ).scalar_one_or_none()
+        if slot is not None:
+            return int(slot)
+    if await _gather(session, campaign_id, funders):
+        slot = (
+            await session.execute(text(_take_sql(funders, skip_locked=False)), params)
+        ).scalar_one_or_none()
+        if slot is not None:
+            return int(slot)
+    left = (
+        await session.execute(
+            text("SELECT sum(remaining_quantity) FROM claim_slot WHERE campaign_id = :c"),
+            {"c": campaign_id},
+        )
+    ).scalar_one()
+    return SoldOut("quantity" if not left else "budget")
+
+
+async def _gather(session: AsyncSession, campaign_id: uuid.UUID, funders: int) -> bool:
+    """Move every slot's room into slot 0 (rare: only when a campaign runs nearly dry)."""
+    rows = (
+        await session.execute(
+            text(
+                "SELECT slot, remaining_quantity, remaining_budget, funder_remaining "
+                "FROM claim_slot WHERE campaign_id = :c ORDER BY slot FOR UPDATE"
+            ),
+            {"c": campaign_id},
+        )
+    ).all()
+    if len(rows) <= 1 or sum(r.remaining_quantity for r in rows[1:]) == 0:
+        return False
+    quantity = sum(r.remaining_quantity for r in rows)
+    budget = sum(r.remaining_budget for r in rows)
+    caps: list[int | None] = []
+    for i in range(funders):
+        values = [r.funder_remaining[i] for r in rows]
+        caps.append(None if any(v is None for v in values) else sum(values))
+    # Emptied slots keep 0 for capped funders (NULL, unlimited, for the others), so a coupon
+    # released into one of them later gives back exactly what it held.
+    emptied = [None if cap is None else 0 for cap in caps]
+    await session.execute(
+        text(
+            "UPDATE claim_slot SET remaining_quantity = 0, remaining_budget = 0, "
+            "funder_remaining = CAST(:caps AS bigint[]) WHERE campaign_id = :c AND slot > 0"
+        ),
+        {"c": campaign_id, "caps": emptied},
+    )
+    await session.execute(
+        text(
+            "UPDATE claim_slot SET remaining_quantity = :q, remaining_budget = :b, "
+            "funder_remaining = CAST(:caps AS bigint[]) WHERE campaign_id = :c AND slot = 0"
+        ),
+        {"c": campaign_id, "q": quantity, "b": budget, "caps": caps},
+    )
+    return True
+
+
+async def give_back(
+    session: AsyncSession,
+    campaign_id: uuid.UUID,
+    slot: int,
+    amount: int,
+    funder_parts: Sequence[int],
+    *,
+    quantity: int = 1,
+) -> None:
+    """Return a released coupon's reservation (and, for a void or expiry, its unit)."""
+    new_funders = ", ".join(f"funder_remaining[{i + 1}] + :f{i}" for i in range(len(funder_parts)))
+    sql = (  # assembled from column positions only; every value is a bound parameter
+        "UPDATE claim_slot SET remaining_quantity = remaining_quantity + :q, "  # noqa: S608
+        "remaining_budget = remaining_budget + :amount, "
+        f"funder_remaining = ARRAY[{new_funders}]::bigint[], released = released + 1 "
+        "WHERE campaign_id = :campaign AND slot = :slot"
+    )
+    await session.execute(
+        text(sql),
+        {
+            "campaign": campaign_id,
+            "slot": slot,
+            "amount": amount,
+            "q": quantity,
+            **{f"f{i}": part for i, part in enumerate(funder_parts)},
+        },
+    )
