@@ -180,6 +180,10 @@ class ClaimSlot(SQLModel, table=True):
     funder_remaining: list[int | None] = Field(
         default_factory=list, sa_column=Column(ARRAY(BigInteger), nullable=False)
     )
+    # What coupons claimed from this slot hold against each funder right now.
+    funder_held: list[int] = Field(
+        default_factory=list, sa_column=Column(ARRAY(BigInteger), nullable=False)
+    )
     claimed: int = 0
     released: int = 0
 

@@ -59,6 +59,7 @@ async def open_slots(
                     "remaining_quantity": quantities[slot],
                     "remaining_budget": budgets[slot],
                     "funder_remaining": [cap[slot] for cap in caps],
+                    "funder_held": [0] * len(caps),
                     "claimed": 0,
                     "released": 0,
                 }
@@ -85,6 +86,7 @@ def _room(funders: int) -> str:
 
 def _take_sql(funders: int, *, skip_locked: bool) -> str:
     new_funders = ", ".join(f"funder_remaining[{i + 1}] - :f{i}" for i in range(funders))
+    held = ", ".join(f"funder_held[{i + 1}] + :f{i}" for i in range(funders))
     lock = "FOR UPDATE SKIP LOCKED" if skip_locked else "FOR UPDATE"
     # Assembled from column positions only; every value is a bound parameter.
     return f"""
@@ -92,6 +94,7 @@ def _take_sql(funders: int, *, skip_locked: bool) -> str:
             remaining_quantity = remaining_quantity - 1,
             remaining_budget = remaining_budget - :amount,
             funder_remaining = ARRAY[{new_funders}]::bigint[],
+            funder_held = ARRAY[{held}]::bigint[],
             claimed = claimed + 1
         WHERE campaign_id = :campaign AND slot = (
             SELECT slot FROM claim_slot
@@ -181,14 +184,19 @@ async def give_back(
     amount: int,
     funder_parts: Sequence[int],
     *,
-    quantity: int = 1,
+    quantity: int,
+    coupons: int = 1,
 ) -> None:
-    """Return a released coupon's reservation (and, for a void or expiry, its unit)."""
+    """Hand back what `coupons` released coupons held (`amount` and `funder_parts` are their
+    sums), and `quantity` units of stock to claim again (a void returns its unit; an expired
+    coupon was given out and does not)."""
     new_funders = ", ".join(f"funder_remaining[{i + 1}] + :f{i}" for i in range(len(funder_parts)))
+    held = ", ".join(f"funder_held[{i + 1}] - :f{i}" for i in range(len(funder_parts)))
     sql = (  # assembled from column positions only; every value is a bound parameter
         "UPDATE claim_slot SET remaining_quantity = remaining_quantity + :q, "  # noqa: S608
         "remaining_budget = remaining_budget + :amount, "
-        f"funder_remaining = ARRAY[{new_funders}]::bigint[], released = released + 1 "
+        f"funder_remaining = ARRAY[{new_funders}]::bigint[], "
+        f"funder_held = ARRAY[{held}]::bigint[], released = released + :coupons "
         "WHERE campaign_id = :campaign AND slot = :slot"
     )
     await session.execute(
@@ -198,6 +206,7 @@ async def give_back(
             "slot": slot,
             "amount": amount,
             "q": quantity,
+            "coupons": coupons,
             **{f"f{i}": part for i, part in enumerate(funder_parts)},
         },
     )

@@ -242,6 +242,7 @@ def upgrade() -> None:
         sa.Column("remaining_quantity", sa.Integer(), nullable=False),
         sa.Column("remaining_budget", sa.BigInteger(), nullable=False),
         sa.Column("funder_remaining", postgresql.ARRAY(sa.BigInteger()), nullable=False),
+        sa.Column("funder_held", postgresql.ARRAY(sa.BigInteger()), nullable=False),
         sa.Column("claimed", sa.Integer(), nullable=False),
         sa.Column("released", sa.Integer(), nullable=False),
         sa.CheckConstraint("0 <= ALL(funder_remaining)", name=op.f("ck_claim_slot_funders")),
