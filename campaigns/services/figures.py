@@ -1,0 +1,73 @@
+"""Campaign figures kept as they happen (per local day and slot), read as sums: the stats
+endpoint never scans coupons."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import date, datetime
+from zoneinfo import ZoneInfo
+
+from sqlalchemy import func
+from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy.ext.asyncio import AsyncSession
+from sqlmodel import col, select
+
+from coalition.campaigns.models import SLOTS, CampaignDailyStat, ClaimSlot
+
+COUNTERS = ("issued", "claimed", "redeemed", "expired", "voided", "discount")
+
+
+def local_day(moment: datetime, timezone: str) -> date:
+    return moment.astimezone(ZoneInfo(timezone)).date()
+
+
+async def bump(
+    session: AsyncSession, campaign_id: uuid.UUID, day: date, slot: int, **counts: int
+) -> None:
+    """Add to a day's figures (in the caller's transaction)."""
+    unknown = set(counts) - set(COUNTERS)
+    if unknown:
+        raise ValueError(f"unknown counters {unknown}")
+    values = {name: counts.get(name, 0) for name in COUNTERS}
+    statement = insert(CampaignDailyStat).values(
+        campaign_id=campaign_id, day=day, slot=slot % SLOTS, **values
+    )
+    await session.execute(
+        statement.on_conflict_do_update(
+            index_elements=["campaign_id", "day", "slot"],
+            set_={
+                name: getattr(CampaignDailyStat, name) + getattr(statement.excluded, name)
+                for name in counts
+            },
+        )
+    )
+
+
+async def daily(session: AsyncSession, campaign_id: uuid.UUID) -> list[tuple[date, dict[str, int]]]:
+    columns = [func.sum(getattr(CampaignDailyStat, name)) for name in COUNTERS]
+    rows = await session.execute(
+        select(col(CampaignDailyStat.day), *columns)  # type: ignore[call-overload]
+        .where(col(CampaignDailyStat.campaign_id) == campaign_id)
+        .group_by(col(CampaignDailyStat.day))
+        .order_by(col(CampaignDailyStat.day))
+    )
+    return [
+        (row[0], {n: int(v or 0) for n, v in zip(COUNTERS, row[1:], strict=True)}) for row in rows
+    ]
+
+
+async def slot_totals(session: AsyncSession, campaign_id: uuid.UUID) -> tuple[int, int, list[int]]:
+    """Remaining quantity, remaining budget, and what each funder's coupons hold now."""
+    slots = (
+        (await session.execute(select(ClaimSlot).where(col(ClaimSlot.campaign_id) == campaign_id)))
+        .scalars()
+        .all()
+    )
+    if not slots:
+        return 0, 0, []
+    held = [sum(values) for values in zip(*(s.funder_held for s in slots), strict=True)]
+    return (
+        sum(s.remaining_quantity for s in slots),
+        sum(s.remaining_budget for s in slots),
+        held,
+    )
