@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, time, timedelta
 from enum import StrEnum
-from typing import Literal
+from typing import Any, Literal
 from zoneinfo import ZoneInfo
 
 from coalition.platform.money import percent_of
@@ -104,7 +104,7 @@ class Offer:
         return found
 
 
-def offer_to_json(offer: Offer) -> dict[str, object]:
+def offer_to_json(offer: Offer) -> dict[str, Any]:
     """The stored (JSONB) form of an offer."""
     return {
         "kind": offer.kind,
@@ -128,38 +128,38 @@ def offer_to_json(offer: Offer) -> dict[str, object]:
     }
 
 
-def offer_from_json(data: dict[str, object]) -> Offer:
-    def when(value: object) -> datetime | None:
+def offer_from_json(data: dict[str, Any]) -> Offer:
+    def when(value: Any) -> datetime | None:
         return datetime.fromisoformat(str(value)) if value else None
 
-    windows = data.get("time_windows") or []
+    def amount(name: str) -> int:
+        return int(data.get(name) or 0)
+
     store_ids = data.get("store_ids")
     return Offer(
-        kind=data["kind"],  # type: ignore[arg-type]
+        kind=data["kind"],
         currency=str(data["currency"]),
-        value=int(data.get("value") or 0),  # type: ignore[call-overload]
-        percent_bp=int(data.get("percent_bp") or 0),  # type: ignore[call-overload]
-        cap=int(data["cap"]) if data.get("cap") is not None else None,  # type: ignore[call-overload]
-        threshold=int(data.get("threshold") or 0),  # type: ignore[call-overload]
-        min_spend=int(data.get("min_spend") or 0),  # type: ignore[call-overload]
+        value=amount("value"),
+        percent_bp=amount("percent_bp"),
+        cap=int(data["cap"]) if data.get("cap") is not None else None,
+        threshold=amount("threshold"),
+        min_spend=amount("min_spend"),
         valid_from=when(data.get("valid_from")),
         valid_until=when(data.get("valid_until")),
         valid_days_after_claim=(
-            int(data["valid_days_after_claim"])  # type: ignore[call-overload]
+            int(data["valid_days_after_claim"])
             if data.get("valid_days_after_claim") is not None
             else None
         ),
-        weekdays=frozenset(data.get("weekdays", range(7))),  # type: ignore[arg-type]
+        weekdays=frozenset(int(d) for d in data.get("weekdays", range(7))),
         time_windows=tuple(
             TimeWindow(time.fromisoformat(a), time.fromisoformat(b))
-            for a, b in windows  # type: ignore[attr-defined]
+            for a, b in data.get("time_windows") or []
         ),
-        channels=frozenset(data.get("channels", ("pos", "online"))),  # type: ignore[arg-type]
-        store_ids=(
-            frozenset(uuid.UUID(str(s)) for s in store_ids)  # type: ignore[attr-defined]
-            if store_ids is not None
-            else None
-        ),
+        channels=frozenset(data.get("channels", ("pos", "online"))),
+        store_ids=frozenset(uuid.UUID(str(s)) for s in store_ids)
+        if store_ids is not None
+        else None,
     )
 
 

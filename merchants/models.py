@@ -40,7 +40,7 @@ def _in(column: str, values: tuple[str, ...]) -> str:
     return f"{column} IN ({', '.join(repr(v) for v in values)})"
 
 
-def org_fk(*, index: bool = True) -> uuid.UUID:
+def org_fk(*, index: bool = True) -> Any:
     """The tenant column every tenant-owned row carries."""
     return fk("organization.id", index=index)
 

@@ -5,6 +5,8 @@ or else a private embedded stack under `.coalition/test`. Each run gets a fresh,
 from __future__ import annotations
 
 import os
+import shutil
+import tempfile
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -60,7 +62,10 @@ def servers() -> Iterator[Servers]:
     if not database_env or not redis_env:
         from coalition.platform.embedded import EmbeddedStack
 
-        stack = EmbeddedStack(ROOT / ".coalition" / "test", durable=False)
+        # A private stack per run (about a second to create): parallel runs never share one.
+        (ROOT / ".coalition").mkdir(exist_ok=True)
+        stack_dir = Path(tempfile.mkdtemp(prefix="test-", dir=ROOT / ".coalition"))
+        stack = EmbeddedStack(stack_dir, durable=False)
         stack.start()
     server_url = (
         make_url(to_asyncpg_url(database_env)).set(database="postgres").render_as_string(False)
@@ -81,3 +86,4 @@ def servers() -> Iterator[Servers]:
         asyncio.run(drop_database(server_url, name))
         if stack is not None:
             stack.stop()
+            shutil.rmtree(stack.data_dir, ignore_errors=True)

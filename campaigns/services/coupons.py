@@ -363,15 +363,12 @@ async def expire_due(session: AsyncSession, now: datetime) -> int:
             merged,
             count + 1,
         )
-    zones = dict(
-        (
-            await session.execute(
-                select(col(Campaign.id), col(Campaign.timezone)).where(
-                    col(Campaign.id).in_({c.campaign_id for c in due})
-                )
-            )
-        ).all()
+    zone_rows = await session.execute(
+        select(col(Campaign.id), col(Campaign.timezone)).where(
+            col(Campaign.id).in_({c.campaign_id for c in due})
+        )
     )
+    zones: dict[uuid.UUID, str] = {row[0]: row[1] for row in zone_rows}
     for (campaign_id, slot), (amount, parts, count) in sorted(groups.items()):
         await slots.give_back(session, campaign_id, slot, amount, parts, quantity=0, coupons=count)
         await figures.bump(

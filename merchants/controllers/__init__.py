@@ -1,5 +1,11 @@
 """The merchants domain's HTTP API, one module per area."""
 
-from coalition.merchants.controllers import identity, organizations, staff
+from coalition.merchants.controllers import identity, organizations, staff, stores, terminals
 
-ROUTES = [*identity.ROUTES, *organizations.ROUTES, *staff.ROUTES]
+ROUTES = [
+    *identity.ROUTES,
+    *organizations.ROUTES,
+    *staff.ROUTES,
+    *stores.ROUTES,
+    *terminals.ROUTES,
+]

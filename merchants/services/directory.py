@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from sqlalchemy import func
+from sqlalchemy import any_, func, literal
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col, select
 
@@ -48,7 +48,7 @@ async def search_partners(
     if industry:
         query = query.where(col(Organization.industry) == industry)
     if city:
-        query = query.where(col(Organization.cities).any(city))  # type: ignore[attr-defined]
+        query = query.where(literal(city) == any_(col(Organization.cities)))
     if name:
         pattern = f"%{_escape_like(name)}%"
         query = query.where(
