@@ -9,11 +9,14 @@ import subprocess
 import sys
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 import click
 
 from coalition.platform.settings import Settings, get_settings
+
+if TYPE_CHECKING:
+    from coalition.platform.demo import DemoReport
 
 T = TypeVar("T")
 
@@ -68,7 +71,7 @@ def seed_demo_command() -> None:
     _require_database(settings)
     report = _run_with_session(seed_demo, settings)
     click.echo("demo data created" if report.created else "demo data already present")
-    _print_logins(report.logins, DEMO_PASSWORD)
+    _print_demo(report, DEMO_PASSWORD)
 
 
 @main.command("create-carrier")
@@ -184,7 +187,7 @@ def dev(data_dir: Path, port: int) -> None:
         click.echo(f"  Metrics      {app_url}/metrics")
         click.echo(f"  PostgreSQL   {settings.database_url}")
         click.echo(f"  Redis        {settings.redis_url}")
-        _print_logins(report.logins, DEMO_PASSWORD)
+        _print_demo(report, DEMO_PASSWORD)
         click.echo("\nPress Ctrl-C to stop.\n")
         uvicorn.run(
             "coalition.platform.app:create_app",
@@ -206,10 +209,16 @@ def dev(data_dir: Path, port: int) -> None:
         click.echo("stopped; data kept in " + str(data_dir))
 
 
-def _print_logins(logins: list[tuple[str, str, str]], password: str) -> None:
+def _print_demo(report: DemoReport, password: str) -> None:
     click.echo(f"\nDemo logins (password for all: {password})")
-    for org, email, role in logins:
+    for org, email, role in report.logins:
         click.echo(f"  {role:<10} {email:<26} {org}")
+    if report.terminal_keys:
+        click.echo(
+            "\nPOS terminal keys (new at every start; send as `Authorization: Bearer <key>`)"
+        )
+        for org, store, terminal, key in report.terminal_keys:
+            click.echo(f"  {org} / {store} / {terminal}\n    {key}")
 
 
 if __name__ == "__main__":

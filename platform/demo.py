@@ -7,11 +7,22 @@ from dataclasses import dataclass, field
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col, select
 
-from coalition.merchants.models import Organization, User
-from coalition.merchants.services import organizations, staff
+from coalition.merchants.models import Organization, Store, Terminal, User
+from coalition.merchants.services import organizations, staff, stores, terminals
 from coalition.platform.jobs import commit
 
 DEMO_PASSWORD = "coalition-demo"  # noqa: S105 - printed for the local demo on purpose
+
+
+@dataclass(frozen=True)
+class DemoStore:
+    name: str
+    address: str
+    city: str
+    terminals: tuple[str, ...]
+
+
+WEEK = {day: [["08:00", "22:00"]] for day in ("mon", "tue", "wed", "thu", "fri", "sat", "sun")}
 
 
 @dataclass(frozen=True)
@@ -20,6 +31,8 @@ class DemoOrg:
     kind: str
     industry: str
     staff: tuple[tuple[str, str, str], ...]  # (email, display name, role)
+    cities: tuple[str, ...] = ()
+    stores: tuple[DemoStore, ...] = ()
 
 
 DEMO_ORGS = (
@@ -32,6 +45,12 @@ DEMO_ORGS = (
             ("marketing@carrier.demo", "Lin Marketing", "marketing"),
             ("finance@carrier.demo", "Chen Finance", "finance"),
         ),
+        ("Shanghai",),
+        (
+            DemoStore(
+                "Nanjing Road flagship 南京路旗舰店", "800 Nanjing Rd E", "Shanghai", ("Counter 1",)
+            ),
+        ),
     ),
     DemoOrg(
         "Bean There Coffee 豆在咖啡",
@@ -41,6 +60,16 @@ DEMO_ORGS = (
             ("admin@cafe.demo", "Cafe Admin", "admin"),
             ("finance@cafe.demo", "Cafe Finance", "finance"),
             ("cashier@cafe.demo", "Cafe Cashier", "cashier"),
+        ),
+        ("Shanghai", "Hangzhou"),
+        (
+            DemoStore(
+                "People's Square 人民广场店",
+                "120 Xizang Rd M",
+                "Shanghai",
+                ("Counter 1", "Counter 2"),
+            ),
+            DemoStore("West Lake 西湖店", "8 Beishan St", "Hangzhou", ("Counter 1",)),
         ),
     ),
     DemoOrg(
@@ -52,6 +81,8 @@ DEMO_ORGS = (
             ("marketing@bank.demo", "Bank Marketing", "marketing"),
             ("finance@bank.demo", "Bank Finance", "finance"),
         ),
+        ("Shanghai",),
+        (DemoStore("Lujiazui branch 陆家嘴支行", "88 Century Ave", "Shanghai", ("Teller 1",)),),
     ),
     DemoOrg(
         "BrightPath Education 明途教育",
@@ -61,6 +92,12 @@ DEMO_ORGS = (
             ("admin@edu.demo", "Edu Admin", "admin"),
             ("cashier@edu.demo", "Edu Cashier", "cashier"),
         ),
+        ("Shanghai", "Beijing"),
+        (
+            DemoStore(
+                "Xuhui learning center 徐汇学习中心", "1 Hengshan Rd", "Shanghai", ("Front desk",)
+            ),
+        ),
     ),
 )
 
@@ -69,6 +106,9 @@ DEMO_ORGS = (
 class DemoReport:
     created: bool
     logins: list[tuple[str, str, str]] = field(default_factory=list)  # (org, email, role)
+    # (org, store, terminal, key): a fresh key for each org's first terminal, made at every
+    # seed so the printed key always works (the previous one stops at once).
+    terminal_keys: list[tuple[str, str, str, str]] = field(default_factory=list)
 
 
 async def seed_demo(session: AsyncSession) -> DemoReport:
@@ -98,5 +138,51 @@ async def seed_demo(session: AsyncSession) -> DemoReport:
                 )
                 report.created = True
             report.logins.append((spec.name, email, role))
+        if not org.cities and spec.cities:
+            org.cities = list(spec.cities)
+        await _seed_stores(session, org, spec, report)
     await commit(session)
     return report
+
+
+async def _seed_stores(
+    session: AsyncSession, org: Organization, spec: DemoOrg, report: DemoReport
+) -> None:
+    first_key_printed = False
+    for store_spec in spec.stores:
+        store = (
+            await session.execute(
+                select(Store).where(col(Store.org_id) == org.id, col(Store.name) == store_spec.name)
+            )
+        ).scalar_one_or_none()
+        if store is None:
+            store = await stores.create_store(
+                session,
+                None,
+                org,
+                name=store_spec.name,
+                address=store_spec.address,
+                city=store_spec.city,
+                opening_hours=WEEK,
+            )
+            report.created = True
+        for terminal_name in store_spec.terminals:
+            terminal = (
+                await session.execute(
+                    select(Terminal).where(
+                        col(Terminal.store_id) == store.id, col(Terminal.name) == terminal_name
+                    )
+                )
+            ).scalar_one_or_none()
+            if terminal is None:
+                terminal, key = await terminals.register_terminal(
+                    session, None, store, terminal_name
+                )
+                report.created = True
+            elif not first_key_printed and terminal.status == "active":
+                key, _ = await terminals.rotate_key(session, None, terminal, grace_seconds=0)
+            else:
+                continue
+            if not first_key_printed:
+                report.terminal_keys.append((spec.name, store.name, terminal.name, key.full))
+                first_key_printed = True

@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 
 import pytest
+from litestar import Litestar
+from litestar.testing import AsyncTestClient
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from coalition.merchants.models import Organization, User
+from coalition.merchants.models import Organization, Store, User
 from coalition.platform.settings import Settings
 
 COMMANDS = ["dev", "serve", "worker", "migrate", "seed-demo", "create-carrier"]
@@ -63,7 +66,9 @@ async def test_create_carrier_bootstraps_once(settings: Settings, session: Async
     assert (admin.email, admin.role, admin.org_id) == ("boss@carrier.x", "admin", carriers[0].id)
 
 
-async def test_seed_demo_is_idempotent(settings: Settings, session: AsyncSession) -> None:
+async def test_seed_demo_is_idempotent_and_prints_working_terminal_keys(
+    settings: Settings, session: AsyncSession, client: AsyncTestClient[Litestar]
+) -> None:
     first = coalition("seed-demo", settings=settings)
     assert first.returncode == 0, first.stderr
     assert "demo data created" in first.stdout and "admin@cafe.demo" in first.stdout
@@ -71,6 +76,19 @@ async def test_seed_demo_is_idempotent(settings: Settings, session: AsyncSession
     assert "demo data already present" in second.stdout
     orgs = (await session.execute(select(Organization.industry))).scalars().all()
     assert sorted(orgs) == ["bank", "cafe", "education", "telecom"]
+    stores = (await session.execute(select(Store.org_id))).scalars().all()
+    assert set(stores) == set((await session.execute(select(Organization.id))).scalars().all())
+
+    old_keys = re.findall(r"ctk_\S+", first.stdout)
+    new_keys = re.findall(r"ctk_\S+", second.stdout)
+    assert len(new_keys) == 4 and not set(old_keys) & set(new_keys)
+    for key in new_keys:
+        who = await client.get("/api/v1/pos/terminal", headers={"Authorization": f"Bearer {key}"})
+        assert who.status_code == 200, who.text
+    stale = await client.get(
+        "/api/v1/pos/terminal", headers={"Authorization": f"Bearer {old_keys[0]}"}
+    )
+    assert stale.status_code == 401
 
 
 def test_migrate_is_idempotent(settings: Settings) -> None:
