@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from coalition.merchants.services import identity
+import uuid
+
+from coalition.merchants.services import identity, webhooks
 from coalition.platform.jobs import JobContext, JobRegistry, job_session
 
 registry = JobRegistry("merchants")
@@ -16,3 +18,15 @@ async def purge_expired_refresh_tokens(ctx: JobContext) -> int:
 
 
 registry.cron(purge_expired_refresh_tokens, minute=17, second=0)
+
+
+@registry.job()
+async def deliver_webhook(ctx: JobContext, delivery_id: str) -> str:
+    """Make one signed attempt of a webhook delivery; a failure schedules the next attempt."""
+    async with job_session(ctx) as session:
+        return await webhooks.deliver(
+            session,
+            ctx["settings"],
+            uuid.UUID(delivery_id),
+            job_id=str(ctx.get("job_id") or ""),
+        )

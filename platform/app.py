@@ -89,6 +89,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
     settings = settings or get_settings()
     configure_logging(settings)
 
+    from coalition.campaigns.controllers import ROUTES as CAMPAIGN_ROUTES
     from coalition.merchants.controllers import ROUTES as MERCHANT_ROUTES
     from coalition.merchants.services.identity import resolve_principal
 
@@ -104,6 +105,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
                 opt={"exclude_from_auth": True},
             ),
             *MERCHANT_ROUTES,
+            *CAMPAIGN_ROUTES,
         ],
         dependencies={
             "session": Provide(provide_session),

@@ -138,6 +138,9 @@ _UNKNOWN_FIELD = re.compile(r"unknown field `([^`]+)`")
 def _field_of(message: str, key: str | None) -> str | None:
     """The offending field: from msgspec's message for body errors, else the parameter name."""
     if key and key != "data":
+        unknown = _UNKNOWN_FIELD.search(message)
+        if unknown and not key.endswith(unknown.group(1)):
+            return f"{key}.{unknown.group(1)}"
         return key
     path = _MSGSPEC_PATH.search(message)
     unknown = _UNKNOWN_FIELD.search(message)

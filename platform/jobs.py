@@ -147,8 +147,9 @@ async def commit(session: AsyncSession) -> None:
 
 async def drain_dispatches() -> None:
     """Wait for post-commit dispatches still in flight (shutdown, tests)."""
-    while _background:
-        await asyncio.gather(*list(_background), return_exceptions=True)
+    loop = asyncio.get_running_loop()
+    while tasks := [t for t in _background if t.get_loop() is loop]:
+        await asyncio.gather(*tasks, return_exceptions=True)
 
 
 @dataclass

@@ -6,11 +6,13 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
+import jwt
 from pydantic import AliasChoices, Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 # Refused in production (see the validator below).
 DEV_JWT_SECRET = "dev-only-signing-key-change-me-in-production-0123456789"  # noqa: S105
+DEV_CUSTOMER_ID_KEY = "dev-only-customer-id-key-change-me-in-production-0123456789"
 
 
 class Settings(BaseSettings):
@@ -53,6 +55,20 @@ class Settings(BaseSettings):
     ]
     webhook_timeout_seconds: float = 10.0
 
+    # Subscribers: keyed hash of phone numbers, one-time codes, customer tokens, SMS.
+    customer_id_key: str = DEV_CUSTOMER_ID_KEY  # changing it orphans every customer
+    customer_token_audience: str = "coalition-customer"  # noqa: S105 - an audience name
+    customer_token_ttl_seconds: int = 3600
+    customer_otp_ttl_seconds: int = 300
+    customer_otp_max_attempts: int = 5
+    customer_otp_requests_per_window: int = 5
+    customer_otp_window_seconds: int = 900
+    sms_gateway: Literal["console", "disabled"] | None = None  # None: console, off in production
+    # The carrier's identity service: JWKS (JSON) of its public signing keys, issuer, audience.
+    carrier_idp_jwks: str | None = None
+    carrier_idp_issuer: str | None = None
+    carrier_idp_audience: str | None = None
+
     login_attempts_per_window: int = 10
     login_window_seconds: int = 300
 
@@ -75,11 +91,26 @@ class Settings(BaseSettings):
     def _production_has_real_secrets(self) -> Settings:
         if self.jwt_active_kid not in self.jwt_keys:
             raise ValueError("COALITION_JWT_ACTIVE_KID must name one of COALITION_JWT_KEYS")
+        if self.customer_token_audience == self.jwt_audience:
+            raise ValueError("the customer token audience must differ from the staff one")
+        if self.carrier_idp_jwks is not None:
+            if not self.carrier_idp_issuer or not self.carrier_idp_audience:
+                raise ValueError("COALITION_CARRIER_IDP_JWKS needs its _ISSUER and _AUDIENCE")
+            if self.carrier_idp_issuer == self.jwt_issuer:
+                raise ValueError("the carrier identity issuer must differ from ours")
+            try:
+                jwt.PyJWKSet.from_json(self.carrier_idp_jwks)
+            except (jwt.PyJWTError, ValueError) as exc:
+                raise ValueError(f"COALITION_CARRIER_IDP_JWKS is not a usable JWKS: {exc}") from exc
         if self.environment == "production":
             if DEV_JWT_SECRET in self.jwt_keys.values():
                 raise ValueError("production needs COALITION_JWT_KEYS set to real secrets")
             if not self.database_url or not self.redis_url:
                 raise ValueError("production needs DATABASE_URL and REDIS_URL")
+            if self.customer_id_key == DEV_CUSTOMER_ID_KEY:
+                raise ValueError("production needs COALITION_CUSTOMER_ID_KEY set to a real secret")
+            if self.sms_gateway == "console":
+                raise ValueError("the console SMS gateway prints one-time codes: not in production")
         return self
 
     @property

@@ -15,9 +15,10 @@ from coalition.platform.settings import Settings, get_settings
 
 
 def registries() -> list[JobRegistry]:
+    from coalition.campaigns import jobs as campaign_jobs
     from coalition.merchants import jobs as merchant_jobs
 
-    return [jobs.registry, merchant_jobs.registry]
+    return [jobs.registry, merchant_jobs.registry, campaign_jobs.registry]
 
 
 async def on_startup(ctx: JobContext) -> None:

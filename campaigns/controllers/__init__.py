@@ -1,1 +1,5 @@
-"""The campaigns domain's controllers, one module per area."""
+"""The campaigns domain's HTTP API, one module per area."""
+
+from coalition.campaigns.controllers import campaigns, coupons, customers
+
+ROUTES = [*campaigns.ROUTES, *customers.ROUTES, *coupons.ROUTES]

@@ -71,11 +71,11 @@ class WalletController(Controller):
         principal: Principal,
         limit: Limit,
         offset: Offset,
-        state: WalletState = None,
+        wallet_state: WalletState = None,
     ) -> Page[CouponRead]:
         """The customer's coupons, newest first: `state` = valid, used or expired."""
         rows, total = await coupons.wallet(
-            session, principal, state=state, limit=limit, offset=offset
+            session, principal, state=wallet_state, limit=limit, offset=offset
         )
         return Page(
             items=[coupons.coupon_read(c, k, settings) for c, k in rows],

@@ -326,22 +326,22 @@ async def void_coupon(
     return coupon, campaign
 
 
-async def expire_due(session: AsyncSession, now: datetime) -> int:
-    """Expire a batch of coupons past their validity and hand their reservations back.
+async def expire_due(
+    session: AsyncSession, now: datetime, *, ended_campaign: uuid.UUID | None = None
+) -> int:
+    """Expire a batch of coupons past their validity (or every unused coupon of a campaign
+    that ended) and hand their reservations back.
 
     Safe to run twice or concurrently: rows are taken with SKIP LOCKED and only while still
     redeemable, so each coupon is released once. Returns how many expired in this batch.
     """
+    query = select(Coupon).where(col(Coupon.status).in_(REDEEMABLE))
+    if ended_campaign is None:
+        query = query.where(col(Coupon.valid_until) <= now).order_by(col(Coupon.valid_until))
+    else:
+        query = query.where(col(Coupon.campaign_id) == ended_campaign)
     due = (
-        (
-            await session.execute(
-                select(Coupon)
-                .where(col(Coupon.status).in_(REDEEMABLE), col(Coupon.valid_until) <= now)
-                .order_by(col(Coupon.valid_until))
-                .limit(EXPIRY_BATCH)
-                .with_for_update(skip_locked=True)
-            )
-        )
+        (await session.execute(query.limit(EXPIRY_BATCH).with_for_update(skip_locked=True)))
         .scalars()
         .all()
     )
@@ -420,3 +420,16 @@ async def campaign_stats(
         ],
         by_day=[DailyFigures(day=day, **values) for day, values in days],
     )
+
+
+async def ended_with_open_coupons(session: AsyncSession) -> list[uuid.UUID]:
+    """Ended or cancelled campaigns that still have unused coupons holding budget."""
+    rows = await session.execute(
+        select(col(Campaign.id)).where(
+            col(Campaign.status).in_(("ended", "cancelled")),
+            select(col(Coupon.id))
+            .where(col(Coupon.campaign_id) == col(Campaign.id), col(Coupon.status).in_(REDEEMABLE))
+            .exists(),
+        )
+    )
+    return list(rows.scalars())

@@ -1,6 +1,13 @@
 """The merchants domain's HTTP API, one module per area."""
 
-from coalition.merchants.controllers import identity, organizations, staff, stores, terminals
+from coalition.merchants.controllers import (
+    identity,
+    integrations,
+    organizations,
+    staff,
+    stores,
+    terminals,
+)
 
 ROUTES = [
     *identity.ROUTES,
@@ -8,4 +15,5 @@ ROUTES = [
     *staff.ROUTES,
     *stores.ROUTES,
     *terminals.ROUTES,
+    *integrations.ROUTES,
 ]

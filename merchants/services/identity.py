@@ -12,6 +12,7 @@ from sqlalchemy import delete, update
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col, select
 
+from coalition.campaigns.services.customers import resolve_customer_token
 from coalition.merchants.models import (
     ApiKey,
     Invitation,
@@ -273,6 +274,10 @@ async def resolve_principal(
         return await _terminal_principal(session, credential)
     if credential.startswith(f"{API_KEY_PREFIX}_"):
         return await _api_key_principal(session, credential)
+    # Customer tokens and the carrier identity service's tokens; None: a staff token (or junk).
+    customer = await resolve_customer_token(session, settings, credential)
+    if customer is not None:
+        return customer
     claims = decode_access_token(settings, credential)
     row = (
         await session.execute(
