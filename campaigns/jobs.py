@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from coalition.campaigns.services import campaigns, coupons, customers
+from coalition.campaigns.services import coupons, customers, workflow
 from coalition.platform.db import utcnow
 from coalition.platform.jobs import JobContext, JobRegistry, job_session
 
@@ -15,8 +15,8 @@ async def start_and_end_campaigns(ctx: JobContext) -> dict[str, int]:
     passed (one transaction per campaign; idempotent)."""
     now = utcnow()
     async with job_session(ctx) as session:
-        activated = await campaigns.activate_due(session, now)
-        ended = await campaigns.end_due(session, now)
+        activated = await workflow.activate_due(session, now)
+        ended = await workflow.end_due(session, now)
     return {"activated": activated, "ended": ended}
 
 

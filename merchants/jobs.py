@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import uuid
 
-from coalition.merchants.services import identity, webhooks
+from coalition.merchants.services import identity, webhook_delivery
 from coalition.platform.jobs import JobContext, JobRegistry, job_session
 
 registry = JobRegistry("merchants")
@@ -24,7 +24,7 @@ registry.cron(purge_expired_refresh_tokens, minute=17, second=0)
 async def deliver_webhook(ctx: JobContext, delivery_id: str) -> str:
     """Make one signed attempt of a webhook delivery; a failure schedules the next attempt."""
     async with job_session(ctx) as session:
-        return await webhooks.deliver(
+        return await webhook_delivery.deliver(
             session,
             ctx["settings"],
             uuid.UUID(delivery_id),

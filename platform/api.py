@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Generic, TypeVar
+from typing import Annotated, Any, Generic, TypeVar
 
 import msgspec
 from litestar.params import Parameter
@@ -15,6 +15,16 @@ T = TypeVar("T")
 
 class Request(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     """Base of every request body: unknown fields are an error, never silently assigned."""
+
+
+def fields_set(data: msgspec.Struct) -> dict[str, Any]:
+    """The fields a request body gives, by name (those left `UNSET` are not there): what an
+    update (PATCH) changes."""
+    return {
+        name: value
+        for name in data.__struct_fields__
+        if (value := getattr(data, name)) is not msgspec.UNSET
+    }
 
 
 class Response(msgspec.Struct, kw_only=True):

@@ -7,6 +7,7 @@ when the change does.
 from __future__ import annotations
 
 import uuid
+from collections.abc import Iterable
 from datetime import datetime
 from typing import Any
 
@@ -64,3 +65,17 @@ def record(
     )
     session.add(entry)
     return entry
+
+
+def snapshot(obj: object, fields: Iterable[str]) -> dict[str, Any]:
+    """The `before` / `after` view of a row: the named attributes, with ids and times as
+    strings and lists copied (so a later change of the row cannot alter the entry)."""
+    return {name: _jsonable(getattr(obj, name)) for name in fields}
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, datetime | uuid.UUID):
+        return str(value)
+    if isinstance(value, list):
+        return list(value)
+    return value

@@ -19,6 +19,7 @@ from coalition.platform.settings import Settings
 
 # Only these algorithms are ever accepted; `none` and asymmetric/symmetric confusion are refused.
 ACCESS_TOKEN_ALGORITHMS = ["HS256"]
+TOKEN_LEEWAY_SECONDS = 5  # clock skew allowed on `exp`, `nbf` and `iat`
 
 _hasher = PasswordHasher()  # argon2id with the library's current recommended parameters
 # Verified against when the user does not exist, so both paths cost the same.
@@ -80,6 +81,46 @@ def key_id_of(credential: str, prefix: str) -> str | None:
     return key_id
 
 
+def sign_token(settings: Settings, claims: dict[str, Any]) -> str:
+    """An HS256 JWT signed with the active key of the key set, its `kid` in the header."""
+    kid = settings.jwt_active_kid
+    return jwt.encode(claims, settings.jwt_keys[kid], algorithm="HS256", headers={"kid": kid})
+
+
+def unverified_header(token: str) -> dict[str, Any]:
+    """A JWT's header, unverified (to pick the algorithm and key); `InvalidToken` if malformed."""
+    try:
+        return jwt.get_unverified_header(token)
+    except jwt.PyJWTError as exc:
+        raise InvalidToken("Malformed token") from exc
+
+
+def verify_token(settings: Settings, token: str, *, audience: str) -> dict[str, Any]:
+    """The claims of a token signed by `sign_token` for `audience` (any key of the key set, so
+    rotation keeps older tokens valid); `InvalidToken` or `TokenExpired` otherwise."""
+    header = unverified_header(token)
+    if header.get("alg") not in ACCESS_TOKEN_ALGORITHMS:
+        raise InvalidToken("Token algorithm not allowed")
+    key = settings.jwt_keys.get(str(header.get("kid")))
+    if key is None:
+        raise InvalidToken("Unknown signing key")
+    try:
+        claims: dict[str, Any] = jwt.decode(
+            token,
+            key,
+            algorithms=ACCESS_TOKEN_ALGORITHMS,
+            audience=audience,
+            issuer=settings.jwt_issuer,
+            options={"require": ["exp", "iat", "iss", "aud", "sub", "jti"]},
+            leeway=TOKEN_LEEWAY_SECONDS,
+        )
+    except jwt.ExpiredSignatureError as exc:
+        raise TokenExpired() from exc
+    except jwt.PyJWTError as exc:
+        raise InvalidToken(str(exc)) from exc
+    return claims
+
+
 @dataclass(frozen=True, slots=True)
 class AccessClaims:
     user_id: uuid.UUID
@@ -104,35 +145,11 @@ def issue_access_token(
         "exp": int(expires_at.timestamp()),
         "jti": uuid.uuid4().hex,
     }
-    kid = settings.jwt_active_kid
-    token = jwt.encode(claims, settings.jwt_keys[kid], algorithm="HS256", headers={"kid": kid})
-    return token, expires_at
+    return sign_token(settings, claims), expires_at
 
 
 def decode_access_token(settings: Settings, token: str) -> AccessClaims:
-    try:
-        header = jwt.get_unverified_header(token)
-    except jwt.PyJWTError as exc:
-        raise InvalidToken("Malformed token") from exc
-    if header.get("alg") not in ACCESS_TOKEN_ALGORITHMS:
-        raise InvalidToken("Token algorithm not allowed")
-    key = settings.jwt_keys.get(str(header.get("kid")))
-    if key is None:
-        raise InvalidToken("Unknown signing key")
-    try:
-        claims = jwt.decode(
-            token,
-            key,
-            algorithms=ACCESS_TOKEN_ALGORITHMS,
-            audience=settings.jwt_audience,
-            issuer=settings.jwt_issuer,
-            options={"require": ["exp", "iat", "iss", "aud", "sub", "jti"]},
-            leeway=5,
-        )
-    except jwt.ExpiredSignatureError as exc:
-        raise TokenExpired() from exc
-    except jwt.PyJWTError as exc:
-        raise InvalidToken(str(exc)) from exc
+    claims = verify_token(settings, token, audience=settings.jwt_audience)
     try:
         return AccessClaims(
             user_id=uuid.UUID(claims["sub"]),

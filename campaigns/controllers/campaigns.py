@@ -22,7 +22,7 @@ from coalition.campaigns.schemas.campaigns import (
     TermsVersionRead,
     TransitionRequest,
 )
-from coalition.campaigns.services import campaigns
+from coalition.campaigns.services import campaigns, drafts, workflow
 from coalition.platform.api import Limit, Offset, Page
 from coalition.platform.auth import Principal, role_guard
 
@@ -62,7 +62,7 @@ class CampaignController(Controller):
         self, data: CampaignCreate, session: AsyncSession, principal: Principal
     ) -> CampaignRead:
         """Draft a joint campaign owned by the caller's organization (a participant itself)."""
-        return campaigns.campaign_read(await campaigns.create_campaign(session, principal, data))
+        return campaigns.campaign_read(await drafts.create_campaign(session, principal, data))
 
     @get("/{campaign_id:uuid}")
     async def get_campaign(
@@ -82,7 +82,7 @@ class CampaignController(Controller):
         """Change a campaign before it runs (the owner). Changing the terms of a proposed or
         approved campaign returns it to draft: a changed proposal needs new acceptances."""
         return campaigns.campaign_read(
-            await campaigns.update_campaign(session, principal, campaign_id, data)
+            await drafts.update_campaign(session, principal, campaign_id, data)
         )
 
     @get("/{campaign_id:uuid}/terms/{version:int}")
@@ -98,7 +98,7 @@ class CampaignController(Controller):
         self, campaign_id: uuid.UUID, session: AsyncSession, principal: Principal
     ) -> CampaignRead:
         """Freeze the terms as the next version and ask every participant to accept it."""
-        return campaigns.campaign_read(await campaigns.propose(session, principal, campaign_id))
+        return campaigns.campaign_read(await workflow.propose(session, principal, campaign_id))
 
     @post("/{campaign_id:uuid}/accept", guards=[MANAGERS], status_code=HTTP_200_OK)
     async def accept(
@@ -110,9 +110,7 @@ class CampaignController(Controller):
     ) -> CampaignRead:
         """Accept exactly the current terms version for the caller's organization."""
         return campaigns.campaign_read(
-            await campaigns.accept(
-                session, principal, campaign_id, terms_version=data.terms_version
-            )
+            await workflow.accept(session, principal, campaign_id, terms_version=data.terms_version)
         )
 
     @post("/{campaign_id:uuid}/decline", guards=[MANAGERS], status_code=HTTP_200_OK)
@@ -125,7 +123,7 @@ class CampaignController(Controller):
     ) -> CampaignRead:
         """Decline the proposal, with a reason: the campaign goes back to draft."""
         return campaigns.campaign_read(
-            await campaigns.decline(session, principal, campaign_id, reason=data.reason)
+            await workflow.decline(session, principal, campaign_id, reason=data.reason)
         )
 
     @post("/{campaign_id:uuid}/activate", guards=[MANAGERS], status_code=HTTP_200_OK)
@@ -134,7 +132,7 @@ class CampaignController(Controller):
     ) -> CampaignRead:
         """Start an approved campaign now (from its start time on; the scheduler starts it at
         the start time otherwise)."""
-        return campaigns.campaign_read(await campaigns.activate(session, principal, campaign_id))
+        return campaigns.campaign_read(await workflow.activate(session, principal, campaign_id))
 
     @post("/{campaign_id:uuid}/pause", guards=[MANAGERS], status_code=HTTP_200_OK)
     async def pause(
@@ -146,7 +144,7 @@ class CampaignController(Controller):
     ) -> CampaignRead:
         """Stop claims and redemptions at once."""
         return campaigns.campaign_read(
-            await campaigns.pause(
+            await workflow.pause(
                 session, principal, campaign_id, reason=data.reason if data else None
             )
         )
@@ -155,7 +153,7 @@ class CampaignController(Controller):
     async def resume(
         self, campaign_id: uuid.UUID, session: AsyncSession, principal: Principal
     ) -> CampaignRead:
-        return campaigns.campaign_read(await campaigns.resume(session, principal, campaign_id))
+        return campaigns.campaign_read(await workflow.resume(session, principal, campaign_id))
 
     @post("/{campaign_id:uuid}/end", guards=[MANAGERS], status_code=HTTP_200_OK)
     async def end(
@@ -167,7 +165,7 @@ class CampaignController(Controller):
     ) -> CampaignRead:
         """End an active or paused campaign now (the scheduler ends it at its end time)."""
         return campaigns.campaign_read(
-            await campaigns.end(
+            await workflow.end(
                 session, principal, campaign_id, reason=data.reason if data else None
             )
         )
@@ -182,7 +180,7 @@ class CampaignController(Controller):
     ) -> CampaignRead:
         """Call off a campaign that never ran (draft, proposed or approved)."""
         return campaigns.campaign_read(
-            await campaigns.cancel(
+            await workflow.cancel(
                 session, principal, campaign_id, reason=data.reason if data else None
             )
         )

@@ -1,43 +1,27 @@
-"""Customers: the carrier's subscribers, known by a keyed hash of their phone number.
+"""Customers: the carrier's subscribers, known by a keyed hash of their phone number
+(`customer_tokens`: the identity, the tokens and `resolve_customer_token`).
 
-- **Identity.** A subscriber's stable external id is `HMAC-SHA256(COALITION_CUSTOMER_ID_KEY,
-  E.164 number)` (hex). The number itself is never stored or logged: only the hash and a
-  masked hint (`*******5678`). A subscriber the carrier's identity service names by `sub` alone
-  (no phone number) is hashed as `idp:["<issuer>", "<sub>"]`, which can never equal a number's
-  input (those start with `+`).
 - **One-time codes.** `request_otp` texts a 6-digit code (stored as an HMAC bound to its row,
   5 minutes, 5 attempts, single use; only a number's newest code counts) and always answers the
   same; `exchange_otp` checks it in constant time under a row lock and returns a customer token.
-- **Customer tokens** are HS256 JWTs signed with the staff key set (same `kid` rotation) but with
-  their own audience (`COALITION_CUSTOMER_TOKEN_AUDIENCE`) and `kind: "customer"`, so a customer
-  token is never a staff token and the other way round.
-- **Carrier identity tokens** (RS256 / ES256, keys from `COALITION_CARRIER_IDP_JWKS`) let the
-  carrier's own app call the API for a subscriber; their `tier`, `tags` and `on_network` claims
-  update the customer record.
+- **The carrier's records.** `upsert_customers` creates or replaces subscribers (tier, tags,
+  on-network) as the carrier knows them.
 - **Visibility.** Customer records are read by the carrier's staff only (others get 404) and by
   the customer themself (`/customers/me`).
-
-The customer principal belongs to no organization: its `org_id` is the nil UUID, which matches
-no organization, and its `org_kind` is `"customer"`, so it is neither carrier staff nor a
-tenant of anybody (`may_access` is false for every row; `role_guard` refuses it by kind).
 """
 
 from __future__ import annotations
 
 import hashlib
 import hmac
-import json
 import secrets
 import uuid
-from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
-from functools import lru_cache
-from typing import Any, Literal
+from datetime import timedelta
+from typing import Any
 
-import jwt
 import structlog
 from redis.asyncio import Redis
-from sqlalchemy import Boolean, delete, literal_column, or_, update
+from sqlalchemy import Boolean, delete, literal_column, or_
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col, select
@@ -52,34 +36,28 @@ from coalition.campaigns.schemas.customers import (
     CustomerUpserted,
     OtpSent,
 )
+
+# `x as x`: explicit re-exports, only because campaigns/services/issuance.py (being written in
+# parallel) still imports these two from here; their home is `customer_tokens`. Drop the
+# aliases once that import moves.
+from coalition.campaigns.services.customer_tokens import customer_config as customer_config
+from coalition.campaigns.services.customer_tokens import external_id_hash as external_id_hash
+from coalition.campaigns.services.customer_tokens import (
+    find_or_create_customer,
+    issue_customer_token,
+)
 from coalition.platform import audit, ratelimit
 from coalition.platform.auth import Principal
 from coalition.platform.db import utcnow
-from coalition.platform.errors import (
-    InvalidToken,
-    NotFound,
-    TokenExpired,
-    Unauthorized,
-    ValidationFailed,
-)
+from coalition.platform.errors import NotFound, Unauthorized, ValidationFailed
 from coalition.platform.jobs import commit
 from coalition.platform.security import constant_time_equals
-from coalition.platform.settings import DEV_CUSTOMER_ID_KEY, Settings
+from coalition.platform.settings import Settings
 from coalition.platform.sms import SmsGateway, mask_phone, normalize_phone
 
 log = structlog.get_logger("coalition.customers")
 
-# Refused in production (like the dev JWT secret).
-CUSTOMER_TOKEN_ALGORITHMS = ["HS256"]
-# Only these are accepted from the carrier's identity service: never `none`, never HMAC (which
-# would let anybody holding the public key sign).
-CARRIER_TOKEN_ALGORITHMS = ("RS256", "ES256")
-TOKEN_LEEWAY_SECONDS = 5
-# A customer belongs to no organization: the nil UUID matches none.
-CUSTOMER_ORG_ID = uuid.UUID(int=0)
-CUSTOMER_ORG_KIND = "customer"
 OTP_MESSAGE = "Your Coalition code is {code}. It expires in {minutes} minutes; do not share it."
-MAX_TAGS = 50
 
 
 class OtpInvalid(Unauthorized):
@@ -90,62 +68,7 @@ class OtpExpired(Unauthorized):
     code, title = "otp_expired", "The code has expired"
 
 
-# --- configuration -----------------------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class CustomerConfig:
-    """The customer settings, read in one place (`customer_config`)."""
-
-    id_key: str
-    token_audience: str
-    token_ttl_seconds: int
-    otp_ttl_seconds: int
-    otp_max_attempts: int
-    otp_requests_per_window: int
-    otp_window_seconds: int
-    idp_jwks: str | None
-    idp_issuer: str | None
-    idp_audience: str | None
-    production: bool
-
-    @property
-    def hash_key(self) -> str:
-        """The key of external ids and stored codes; the dev key is refused in production (only
-        where it is used, so staff sign-in does not depend on it)."""
-        if self.production and self.id_key == DEV_CUSTOMER_ID_KEY:
-            raise RuntimeError("production needs COALITION_CUSTOMER_ID_KEY set to a real secret")
-        return self.id_key
-
-
-def customer_config(settings: Settings) -> CustomerConfig:
-    """The customer settings (their consistency is checked when `Settings` loads)."""
-    return CustomerConfig(
-        id_key=settings.customer_id_key,
-        token_audience=settings.customer_token_audience,
-        token_ttl_seconds=settings.customer_token_ttl_seconds,
-        otp_ttl_seconds=settings.customer_otp_ttl_seconds,
-        otp_max_attempts=settings.customer_otp_max_attempts,
-        otp_requests_per_window=settings.customer_otp_requests_per_window,
-        otp_window_seconds=settings.customer_otp_window_seconds,
-        idp_jwks=settings.carrier_idp_jwks,
-        idp_issuer=settings.carrier_idp_issuer,
-        idp_audience=settings.carrier_idp_audience,
-        production=settings.environment == "production",
-    )
-
-
-# --- pure rules: hashes, tokens ----------------------------------------------------------------
-
-
-def external_id_hash(key: str, identity: str) -> str:
-    """The stable external id of a subscriber: HMAC-SHA256 of its E.164 number (hex)."""
-    return hmac.new(key.encode(), identity.encode(), hashlib.sha256).hexdigest()
-
-
-def idp_subject_identity(issuer: str, subject: str) -> str:
-    """What is hashed for a subscriber known only by the identity service's `sub`."""
-    return "idp:" + json.dumps([issuer, subject], ensure_ascii=False, separators=(",", ":"))
+# --- one-time codes: pure rules ----------------------------------------------------------------
 
 
 def otp_code_hash(key: str, otp_id: uuid.UUID, code: str) -> str:
@@ -156,213 +79,6 @@ def otp_code_hash(key: str, otp_id: uuid.UUID, code: str) -> str:
 
 def new_otp_code() -> str:
     return f"{secrets.randbelow(1_000_000):06d}"
-
-
-@dataclass(frozen=True, slots=True)
-class CustomerClaims:
-    customer_id: uuid.UUID
-    token_id: str
-    expires_at: datetime
-
-
-def issue_customer_token(
-    settings: Settings, *, customer_id: uuid.UUID, now: datetime
-) -> tuple[str, datetime]:
-    config = customer_config(settings)
-    expires_at = now + timedelta(seconds=config.token_ttl_seconds)
-    claims: dict[str, Any] = {
-        "iss": settings.jwt_issuer,
-        "aud": config.token_audience,
-        "sub": str(customer_id),
-        "kind": "customer",
-        "iat": int(now.timestamp()),
-        "nbf": int(now.timestamp()),
-        "exp": int(expires_at.timestamp()),
-        "jti": uuid.uuid4().hex,
-    }
-    kid = settings.jwt_active_kid
-    token = jwt.encode(claims, settings.jwt_keys[kid], algorithm="HS256", headers={"kid": kid})
-    return token, expires_at
-
-
-def _unverified_header(token: str) -> dict[str, Any]:
-    try:
-        return jwt.get_unverified_header(token)
-    except jwt.PyJWTError as exc:
-        raise InvalidToken("Malformed token") from exc
-
-
-def decode_customer_token(settings: Settings, token: str) -> CustomerClaims:
-    config = customer_config(settings)
-    header = _unverified_header(token)
-    if header.get("alg") not in CUSTOMER_TOKEN_ALGORITHMS:
-        raise InvalidToken("Token algorithm not allowed")
-    key = settings.jwt_keys.get(str(header.get("kid")))
-    if key is None:
-        raise InvalidToken("Unknown signing key")
-    try:
-        claims = jwt.decode(
-            token,
-            key,
-            algorithms=CUSTOMER_TOKEN_ALGORITHMS,
-            audience=config.token_audience,
-            issuer=settings.jwt_issuer,
-            options={"require": ["exp", "iat", "iss", "aud", "sub", "jti"]},
-            leeway=TOKEN_LEEWAY_SECONDS,
-        )
-    except jwt.ExpiredSignatureError as exc:
-        raise TokenExpired() from exc
-    except jwt.PyJWTError as exc:
-        raise InvalidToken(str(exc)) from exc
-    if claims.get("kind") != "customer":
-        raise InvalidToken("Not a customer token")
-    try:
-        return CustomerClaims(
-            customer_id=uuid.UUID(str(claims["sub"])),
-            token_id=str(claims["jti"]),
-            expires_at=datetime.fromtimestamp(int(claims["exp"]), UTC),
-        )
-    except (KeyError, ValueError, TypeError) as exc:
-        raise InvalidToken("Token claims are incomplete") from exc
-
-
-@dataclass(frozen=True, slots=True)
-class CarrierClaims:
-    """A subscriber as the carrier's identity service vouches for them (None: not stated)."""
-
-    external_id_hash: str
-    phone_hint: str | None
-    tier: int | None
-    tags: list[str] | None
-    on_network: bool | None
-
-
-@lru_cache(maxsize=4)
-def carrier_keys(jwks_json: str) -> dict[str, jwt.PyJWK]:
-    """The carrier identity service's public signing keys by `kid` (a JWKS document)."""
-    try:
-        key_set = jwt.PyJWKSet.from_json(jwks_json)
-    except (jwt.PyJWTError, ValueError) as exc:
-        raise RuntimeError(f"COALITION_CARRIER_IDP_JWKS is not a usable JWKS: {exc}") from exc
-    keys: dict[str, jwt.PyJWK] = {}
-    for key in key_set.keys:
-        if key.key_id and key.public_key_use in (None, "sig"):
-            keys[key.key_id] = key
-    return keys
-
-
-def _claim_tier(value: Any) -> int | None:
-    if value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= 7:
-        raise InvalidToken("The tier claim must be a whole number from 1 to 7")
-    return value
-
-
-def _claim_tags(value: Any) -> list[str] | None:
-    if value is None:
-        return None
-    if (
-        not isinstance(value, list)
-        or len(value) > MAX_TAGS
-        or not all(
-            isinstance(t, str) and 0 < len(t) <= 64 and not any(c.isspace() or c == "," for c in t)
-            for t in value
-        )
-    ):
-        raise InvalidToken("The tags claim must be a list of short tags")
-    return list(dict.fromkeys(value))
-
-
-def _claim_on_network(value: Any) -> bool | None:
-    if value is None or isinstance(value, bool):
-        return value
-    raise InvalidToken("The on_network claim must be true or false")
-
-
-def verify_carrier_token(settings: Settings, token: str) -> CarrierClaims:
-    """Verify a token of the carrier's identity service and read the subscriber from it."""
-    config = customer_config(settings)
-    if not (config.idp_jwks and config.idp_issuer and config.idp_audience):
-        raise InvalidToken("Tokens of the carrier's identity service are not accepted here")
-    header = _unverified_header(token)
-    algorithm = header.get("alg")
-    if algorithm not in CARRIER_TOKEN_ALGORITHMS:
-        raise InvalidToken("Token algorithm not allowed")
-    kid = header.get("kid")
-    if not isinstance(kid, str) or not kid:
-        raise InvalidToken("The token names no signing key (kid)")
-    key = carrier_keys(config.idp_jwks).get(kid)
-    if key is None:
-        raise InvalidToken("Unknown signing key")
-    if key.algorithm_name != algorithm:
-        raise InvalidToken("The token's algorithm does not match its signing key")
-    try:
-        claims = jwt.decode(
-            token,
-            key,
-            algorithms=[str(algorithm)],
-            audience=config.idp_audience,
-            issuer=config.idp_issuer,
-            options={"require": ["exp", "iss", "aud"]},
-            leeway=TOKEN_LEEWAY_SECONDS,
-        )
-    except jwt.ExpiredSignatureError as exc:
-        raise TokenExpired() from exc
-    except jwt.PyJWTError as exc:
-        raise InvalidToken(str(exc)) from exc
-
-    phone = claims.get("phone_number")
-    subject = claims.get("sub")
-    # OIDC: a number the identity service says it has not verified does not identify anybody.
-    if isinstance(phone, str) and phone and claims.get("phone_number_verified") is not False:
-        try:
-            e164 = normalize_phone(phone)
-        except ValidationFailed as exc:
-            raise InvalidToken("The phone_number claim is not a mobile number") from exc
-        identity, hint = e164, mask_phone(e164)
-    elif isinstance(subject, str) and subject:
-        identity, hint = idp_subject_identity(config.idp_issuer, subject), None
-    else:
-        raise InvalidToken("The token names no subscriber (phone_number or sub)")
-    return CarrierClaims(
-        external_id_hash=external_id_hash(config.hash_key, identity),
-        phone_hint=hint,
-        tier=_claim_tier(claims.get("tier")),
-        tags=_claim_tags(claims.get("tags")),
-        on_network=_claim_on_network(claims.get("on_network")),
-    )
-
-
-def token_kind(settings: Settings, token: str) -> Literal["customer", "carrier"] | None:
-    """Which customer path a bearer token claims to be for (unverified: only routes it).
-
-    `customer`: our audience for customers; `carrier`: issued by the carrier's identity
-    service; None: anything else (staff tokens, keys, garbage) for the other resolvers.
-    """
-    if token.count(".") != 2:
-        return None
-    try:
-        claims = jwt.decode(token, options={"verify_signature": False})
-    except jwt.PyJWTError:
-        return None
-    config = customer_config(settings)
-    audience = claims.get("aud")
-    audiences = [audience] if isinstance(audience, str) else audience
-    if isinstance(audiences, list) and config.token_audience in audiences:
-        return "customer"
-    if config.idp_issuer and claims.get("iss") == config.idp_issuer:
-        return "carrier"
-    return None
-
-
-def customer_principal(customer_id: uuid.UUID) -> Principal:
-    return Principal(
-        kind="customer",
-        org_id=CUSTOMER_ORG_ID,
-        org_kind=CUSTOMER_ORG_KIND,
-        subject_id=customer_id,
-    )
 
 
 # --- reads -------------------------------------------------------------------------------------
@@ -495,7 +211,7 @@ async def exchange_otp(
         log.info("otp_rejected", to=mask_phone(e164), attempts=otp.attempts)
         raise OtpInvalid(invalid)
     otp.used_at = now
-    customer = await _find_or_create(
+    customer = await find_or_create_customer(
         session,
         external,
         phone_hint=mask_phone(e164),
@@ -522,92 +238,6 @@ async def purge_expired_otps(session: AsyncSession) -> int:
     result = await session.execute(delete(CustomerOtp).where(col(CustomerOtp.expires_at) < cutoff))
     await commit(session)
     return int(result.rowcount or 0)  # type: ignore[attr-defined]
-
-
-async def _find_or_create(
-    session: AsyncSession,
-    external: str,
-    *,
-    phone_hint: str | None,
-    tier: int,
-    tags: list[str],
-    on_network: bool,
-) -> Customer:
-    """The customer with this external id; created with the given values if there is none."""
-    lookup = select(Customer).where(col(Customer.external_id_hash) == external)
-    customer: Customer | None = (await session.execute(lookup)).scalar_one_or_none()
-    if customer is None:
-        now = utcnow()
-        await session.execute(
-            insert(Customer)
-            .values(
-                id=uuid.uuid4(),
-                external_id_hash=external,
-                phone_hint=phone_hint,
-                tier=tier,
-                tags=tags,
-                on_network=on_network,
-                created_at=now,
-                updated_at=now,
-            )
-            .on_conflict_do_nothing(index_elements=[col(Customer.external_id_hash)])
-        )
-        created: Customer = (await session.execute(lookup)).scalar_one()
-        return created
-    if customer.phone_hint is None and phone_hint is not None:
-        customer.phone_hint = phone_hint
-    return customer
-
-
-# --- tokens into principals --------------------------------------------------------------------
-
-
-async def resolve_customer_token(
-    session: AsyncSession, settings: Settings, token: str
-) -> Principal | None:
-    """A customer principal for a customer token or a carrier identity token; None when the
-    token is neither (so the staff resolvers can try it); `InvalidToken` / `TokenExpired` for
-    one of ours that does not verify."""
-    kind = token_kind(settings, token)
-    if kind is None:
-        return None
-    if kind == "customer":
-        claims = decode_customer_token(settings, token)
-        customer = await session.get(Customer, claims.customer_id)
-        if customer is None:
-            raise InvalidToken("Unknown customer")
-        return customer_principal(customer.id)
-    carrier = verify_carrier_token(settings, token)
-    customer = await _sync_carrier_subscriber(session, carrier)
-    return customer_principal(customer.id)
-
-
-async def _sync_carrier_subscriber(session: AsyncSession, claims: CarrierClaims) -> Customer:
-    """Find or create the subscriber and take what the carrier states; write only on change."""
-    customer = await _find_or_create(
-        session,
-        claims.external_id_hash,
-        phone_hint=claims.phone_hint,
-        tier=claims.tier or 1,
-        tags=claims.tags or [],
-        on_network=True if claims.on_network is None else claims.on_network,
-    )
-    changes: dict[str, Any] = {}
-    if claims.tier is not None and claims.tier != customer.tier:
-        changes["tier"] = claims.tier
-    if claims.tags is not None and claims.tags != list(customer.tags):
-        changes["tags"] = claims.tags
-    if claims.on_network is not None and claims.on_network != customer.on_network:
-        changes["on_network"] = claims.on_network
-    if claims.phone_hint is not None and claims.phone_hint != customer.phone_hint:
-        changes["phone_hint"] = claims.phone_hint
-    if changes:
-        changes["updated_at"] = utcnow()
-        await session.execute(
-            update(Customer).where(col(Customer.id) == customer.id).values(**changes)
-        )
-    await commit(session)
-    return customer
 
 
 # --- the carrier's subscriber records ----------------------------------------------------------

@@ -12,7 +12,7 @@ from sqlalchemy import delete, update
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col, select
 
-from coalition.campaigns.services.customers import resolve_customer_token
+from coalition.campaigns.services.customer_tokens import resolve_customer_token
 from coalition.merchants.models import (
     ApiKey,
     Invitation,

@@ -4,10 +4,8 @@ reject), suspension, and the organization profile."""
 from __future__ import annotations
 
 import uuid
-from datetime import datetime
 from typing import Any
 
-import msgspec
 from sqlalchemy import func
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col, select
@@ -21,6 +19,7 @@ from coalition.merchants.schemas.organizations import (
 )
 from coalition.merchants.services import identity, staff, webhooks
 from coalition.platform import audit
+from coalition.platform.api import fields_set
 from coalition.platform.auth import Principal, get_in_tenant, scope_to_tenant
 from coalition.platform.db import utcnow
 from coalition.platform.errors import Conflict, Forbidden, NotFound
@@ -28,6 +27,7 @@ from coalition.platform.jobs import commit
 from coalition.platform.settings import Settings
 
 CARRIER_ONLY_FIELDS = frozenset({"stripe_account_id", "stripe_onboarding_status"})
+STATUS_FIELDS = ("status", "status_reason")  # what a status change's audit entry shows
 
 
 class InvalidTransition(Conflict):
@@ -57,20 +57,6 @@ def organization_read(org: Organization) -> OrganizationRead:
         created_at=org.created_at,
         activated_at=org.activated_at,
     )
-
-
-def _snapshot(
-    org: Organization, fields: tuple[str, ...] = ("status", "status_reason")
-) -> dict[str, Any]:
-    return {f: _jsonable(getattr(org, f)) for f in fields}
-
-
-def _jsonable(value: Any) -> Any:
-    if isinstance(value, datetime | uuid.UUID):
-        return str(value)
-    if isinstance(value, list):
-        return list(value)
-    return value
 
 
 # --- reading --------------------------------------------------------------------------------
@@ -255,25 +241,49 @@ async def _carrier_id(session: AsyncSession) -> uuid.UUID | None:
     ).scalar_one_or_none()
 
 
-async def _activate(session: AsyncSession, principal: Principal | None, org: Organization) -> None:
-    before = _snapshot(org)
-    org.status, org.status_reason, org.activated_at = "active", None, utcnow()
+def _set_status(
+    session: AsyncSession,
+    principal: Principal | None,
+    org: Organization,
+    action: str,
+    status: str,
+    reason: str | None,
+) -> None:
+    """Change the organization's status, audited with the status before and after."""
+    before = audit.snapshot(org, STATUS_FIELDS)
+    org.status, org.status_reason = status, reason
     audit.record(
         session,
         principal,
         org_id=org.id,
-        action="organization.activated",
+        action=action,
         subject_type="organization",
         subject_id=org.id,
         before=before,
-        after=_snapshot(org),
+        after=audit.snapshot(org, STATUS_FIELDS),
     )
+
+
+async def _emit_to_org_and_carrier(
+    session: AsyncSession, org: Organization, event_type: str, data: dict[str, Any]
+) -> None:
     carrier_id = await _carrier_id(session)
     await webhooks.emit_event(
         session,
-        event_type="organization.activated",
+        event_type=event_type,
         org_ids={org.id, *([carrier_id] if carrier_id else [])},
-        data={"organization": {"id": str(org.id), "name": org.name, "industry": org.industry}},
+        data=data,
+    )
+
+
+async def _activate(session: AsyncSession, principal: Principal | None, org: Organization) -> None:
+    org.activated_at = utcnow()
+    _set_status(session, principal, org, "organization.activated", "active", None)
+    await _emit_to_org_and_carrier(
+        session,
+        org,
+        "organization.activated",
+        {"organization": {"id": str(org.id), "name": org.name, "industry": org.industry}},
     )
 
 
@@ -305,18 +315,7 @@ async def reject(
         raise InvalidTransition(
             f"Only pending applications can be rejected (this one is {org.status})"
         )
-    before = _snapshot(org)
-    org.status, org.status_reason = "rejected", reason
-    audit.record(
-        session,
-        principal,
-        org_id=org.id,
-        action="organization.rejected",
-        subject_type="organization",
-        subject_id=org.id,
-        before=before,
-        after=_snapshot(org),
-    )
+    _set_status(session, principal, org, "organization.rejected", "rejected", reason)
     await commit(session)
     return org
 
@@ -330,24 +329,12 @@ async def suspend(
         raise InvalidTransition(
             f"Only active organizations can be suspended (this one is {org.status})"
         )
-    before = _snapshot(org)
-    org.status, org.status_reason = "suspended", reason
-    audit.record(
+    _set_status(session, principal, org, "organization.suspended", "suspended", reason)
+    await _emit_to_org_and_carrier(
         session,
-        principal,
-        org_id=org.id,
-        action="organization.suspended",
-        subject_type="organization",
-        subject_id=org.id,
-        before=before,
-        after=_snapshot(org),
-    )
-    carrier_id = await _carrier_id(session)
-    await webhooks.emit_event(
-        session,
-        event_type="organization.suspended",
-        org_ids={org.id, *([carrier_id] if carrier_id else [])},
-        data={"organization": {"id": str(org.id), "name": org.name}, "reason": reason},
+        org,
+        "organization.suspended",
+        {"organization": {"id": str(org.id), "name": org.name}, "reason": reason},
     )
     await commit(session)
     return org
@@ -371,11 +358,7 @@ async def update_profile(
     session: AsyncSession, principal: Principal, org_id: uuid.UUID, data: ProfileUpdate
 ) -> Organization:
     org = await get_organization(session, principal, org_id, for_update=True)
-    changes = {
-        name: value
-        for name in data.__struct_fields__
-        if (value := getattr(data, name)) is not msgspec.UNSET
-    }
+    changes = fields_set(data)
     if not principal.is_carrier and CARRIER_ONLY_FIELDS & changes.keys():
         raise Forbidden(
             "Only the carrier sets the Stripe account fields",
@@ -384,10 +367,10 @@ async def update_profile(
     if "timezone" in changes:
         _require_timezone(changes["timezone"])
     fields = tuple(changes)
-    before = _snapshot(org, fields)
+    before = audit.snapshot(org, fields)
     for name, value in changes.items():
         setattr(org, name, list(value) if name == "cities" else value)
-    after = _snapshot(org, fields)
+    after = audit.snapshot(org, fields)
     if before != after:
         audit.record(
             session,

@@ -8,10 +8,7 @@ import itertools
 import re
 import uuid
 from collections.abc import Mapping, Sequence
-from datetime import datetime
-from typing import Any
 
-import msgspec
 from sqlalchemy import func
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col, select
@@ -19,6 +16,7 @@ from sqlmodel import col, select
 from coalition.merchants.models import Organization, Store
 from coalition.merchants.schemas.stores import WEEKDAYS, StoreCreate, StoreRead, StoreUpdate
 from coalition.platform import audit
+from coalition.platform.api import fields_set
 from coalition.platform.auth import Principal, get_in_tenant
 from coalition.platform.db import utcnow
 from coalition.platform.errors import Conflict, Forbidden, ValidationFailed
@@ -118,16 +116,6 @@ def _require_coordinates_pair(latitude: float | None, longitude: float | None) -
         raise ValidationFailed("Give both latitude and longitude, or neither", field=missing)
 
 
-def _jsonable(value: Any) -> Any:
-    if isinstance(value, datetime | uuid.UUID):
-        return str(value)
-    return value
-
-
-def _snapshot(store: Store, fields: Sequence[str]) -> dict[str, Any]:
-    return {f: _jsonable(getattr(store, f)) for f in fields}
-
-
 # --- use cases ------------------------------------------------------------------------------
 
 
@@ -164,7 +152,7 @@ async def create_store(
         action="store.created",
         subject_type="store",
         subject_id=store.id,
-        after=_snapshot(store, STORE_FIELDS),
+        after=audit.snapshot(store, STORE_FIELDS),
     )
     return store
 
@@ -225,11 +213,7 @@ async def update_store(
     require_admin_of(principal, store.org_id)
     if store.status != "active":
         raise StoreArchived("An archived store cannot be changed")
-    changes: dict[str, Any] = {
-        name: value
-        for name in data.__struct_fields__
-        if (value := getattr(data, name)) is not msgspec.UNSET
-    }
+    changes = fields_set(data)
     if "opening_hours" in changes:
         changes["opening_hours"] = normalize_opening_hours(changes["opening_hours"])
     for name in ("name", "address", "city"):
@@ -240,7 +224,7 @@ async def update_store(
     )
     changed = tuple(name for name, value in changes.items() if getattr(store, name) != value)
     if changed:
-        before = _snapshot(store, changed)
+        before = audit.snapshot(store, changed)
         for name in changed:
             setattr(store, name, changes[name])
         audit.record(
@@ -251,7 +235,7 @@ async def update_store(
             subject_type="store",
             subject_id=store.id,
             before=before,
-            after=_snapshot(store, changed),
+            after=audit.snapshot(store, changed),
         )
     await commit(session)
     return store
@@ -273,7 +257,7 @@ async def archive_store(session: AsyncSession, principal: Principal, store_id: u
         subject_type="store",
         subject_id=store.id,
         before={"status": "active"},
-        after=_snapshot(store, ("status", "archived_at")),
+        after=audit.snapshot(store, ("status", "archived_at")),
     )
     await commit(session)
     return store

@@ -1,40 +1,19 @@
-"""Outgoing webhooks: endpoints an organization registers, events recorded with the change that
-caused them (`emit_event`), signed deliveries sent by the worker with retries, the delivery log
-and replays.
+"""Outgoing webhooks: endpoints an organization registers (each with its signing secret),
+events recorded with the change that caused them (`emit_event`), the delivery log and replays.
 
-Every delivery is a POST of the event's JSON, serialised once and deterministically
-(`payload_bytes`), with these headers:
-
-    Content-Type: application/json
-    Coalition-Event-Id: <event id>          (the same for every endpoint and every replay)
-    Coalition-Event-Type: <event type>
-    Coalition-Delivery-Id: <delivery id>    (one per endpoint; a replay is a new delivery)
-    Coalition-Signature: t=<unix seconds>,v1=<hex HMAC-SHA256(secret, f"{t}." + raw body)>
-
-The HMAC key is the endpoint's whole secret (`whsec_...`) as UTF-8. Receivers recompute it
-over the raw body bytes, compare in constant time and refuse timestamps older than a few minutes
-(`verify_signature` does all three). A 2xx answer within `webhook_timeout_seconds` is success;
-anything else is retried on `webhook_retry_schedule_seconds`, then the delivery is failed.
+Signing and sending the deliveries, with their retries, is `webhook_delivery`.
 """
 
 from __future__ import annotations
 
-import asyncio
-import hashlib
-import hmac
 import ipaddress
-import json
-import time
 import uuid
 from collections.abc import Iterable
-from dataclasses import dataclass
-from datetime import datetime, timedelta
 from typing import Any
 from urllib.parse import urlsplit
 
-import httpx
 import msgspec
-from sqlalchemy import func, or_, update
+from sqlalchemy import func, or_
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col, select
 
@@ -54,12 +33,12 @@ from coalition.merchants.schemas.integrations import (
     WebhookEndpointUpdate,
 )
 from coalition.platform import audit
+from coalition.platform.api import fields_set
 from coalition.platform.auth import Principal, get_in_tenant
 from coalition.platform.db import utcnow
 from coalition.platform.errors import Conflict, ValidationFailed
-from coalition.platform.jobs import OUTBOX_JOB_PREFIX, JobOutbox, commit, enqueue
+from coalition.platform.jobs import commit, enqueue
 from coalition.platform.security import new_secret
-from coalition.platform.settings import Settings
 
 # Every event type an endpoint may subscribe to ("*" subscribes to all of them).
 EVENT_TYPES = (
@@ -127,67 +106,9 @@ async def emit_event(
     return event_id
 
 
-# --- signing -----------------------------------------------------------------------------------
-
-SECRET_PREFIX = "whsec"  # noqa: S105 - a prefix, not a secret
-SIGNATURE_HEADER = "Coalition-Signature"
-SIGNATURE_VERSION = "v1"
-DEFAULT_TOLERANCE_SECONDS = 300
-USER_AGENT = "Coalition-Webhooks/1"
-
-
-def payload_bytes(payload: dict[str, Any]) -> bytes:
-    """The exact body sent: compact, key-sorted JSON, so every attempt sends the same bytes."""
-    return json.dumps(payload, separators=(",", ":"), sort_keys=True).encode()
-
-
-def sign(secret: str, timestamp: int, body: bytes | str) -> str:
-    """Hex HMAC-SHA256, keyed with the whole secret (UTF-8), of `f"{timestamp}."` + raw body."""
-    raw = body.encode() if isinstance(body, str) else body
-    return hmac.new(secret.encode(), f"{timestamp}.".encode() + raw, hashlib.sha256).hexdigest()
-
-
-def signature_header(secret: str, timestamp: int, body: bytes | str) -> str:
-    """The `Coalition-Signature` value: `t=<unix seconds>,v1=<hex signature>`."""
-    return f"t={timestamp},{SIGNATURE_VERSION}={sign(secret, timestamp, body)}"
-
-
-def verify_signature(
-    secret: str,
-    header: str,
-    body: bytes | str,
-    tolerance: int | None = DEFAULT_TOLERANCE_SECONDS,
-    *,
-    now: int | None = None,
-) -> bool:
-    """Check a `Coalition-Signature` header the way a receiver should.
-
-    True when one of its `v1` signatures matches the raw `body` under `secret` (compared in
-    constant time) and its timestamp `t` is within `tolerance` seconds of `now` (the current
-    time by default; `tolerance=None` skips the time check, e.g. for stored payloads).
-    """
-    timestamp: int | None = None
-    signatures: list[str] = []
-    for part in header.split(","):
-        name, _, value = part.strip().partition("=")
-        if name == "t" and timestamp is None:
-            try:
-                timestamp = int(value)
-            except ValueError:
-                return False
-        elif name == SIGNATURE_VERSION and value:
-            signatures.append(value)
-    if timestamp is None or not signatures:
-        return False
-    current = int(time.time()) if now is None else now
-    if tolerance is not None and abs(current - timestamp) > tolerance:
-        return False
-    expected = sign(secret, timestamp, body)
-    return any(hmac.compare_digest(expected.encode(), s.encode()) for s in signatures)
-
-
 # --- endpoints ---------------------------------------------------------------------------------
 
+SECRET_PREFIX = "whsec"  # noqa: S105 - a prefix, not a secret
 # Stripe allows 16; a few more leave room for staging receivers.
 MAX_ENDPOINTS_PER_ORG = 20
 
@@ -215,15 +136,7 @@ def endpoint_read(endpoint: WebhookEndpoint) -> WebhookEndpointRead:
 
 def endpoint_detail(endpoint: WebhookEndpoint) -> WebhookEndpointDetail:
     return WebhookEndpointDetail(
-        id=endpoint.id,
-        org_id=endpoint.org_id,
-        url=endpoint.url,
-        description=endpoint.description,
-        event_types=list(endpoint.event_types),
-        enabled=endpoint.enabled,
-        created_at=endpoint.created_at,
-        disabled_at=endpoint.disabled_at,
-        secret=endpoint.secret,
+        **msgspec.structs.asdict(endpoint_read(endpoint)), secret=endpoint.secret
     )
 
 
@@ -274,20 +187,7 @@ def valid_event_types(event_types: list[str]) -> list[str]:
     return ["*"] if "*" in event_types else sorted(set(event_types))
 
 
-def _snapshot(endpoint: WebhookEndpoint, fields: Iterable[str]) -> dict[str, Any]:
-    """Audit view of an endpoint (never its secret)."""
-    snapshot: dict[str, Any] = {}
-    for name in fields:
-        value = getattr(endpoint, name)
-        if isinstance(value, datetime):
-            value = value.isoformat()
-        elif isinstance(value, list):
-            value = list(value)
-        snapshot[name] = value
-    return snapshot
-
-
-_AUDITED_FIELDS = ("url", "event_types", "enabled", "description")
+_AUDITED_FIELDS = ("url", "event_types", "enabled", "description")  # never the secret
 
 
 async def list_endpoints(
@@ -355,7 +255,7 @@ async def create_endpoint(
         action="webhook.created",
         subject_type="webhook_endpoint",
         subject_id=endpoint.id,
-        after=_snapshot(endpoint, _AUDITED_FIELDS),
+        after=audit.snapshot(endpoint, _AUDITED_FIELDS),
     )
     await commit(session)
     return endpoint
@@ -367,23 +267,19 @@ async def update_endpoint(
     endpoint_id: uuid.UUID,
     data: WebhookEndpointUpdate,
 ) -> WebhookEndpoint:
-    changes = {
-        name: value
-        for name in data.__struct_fields__
-        if (value := getattr(data, name)) is not msgspec.UNSET
-    }
+    changes = fields_set(data)
     if "url" in changes:
         changes["url"] = valid_url(changes["url"])
     if "event_types" in changes:
         changes["event_types"] = valid_event_types(changes["event_types"])
     endpoint = await get_endpoint(session, principal, endpoint_id, for_update=True)
     fields = tuple(changes)
-    before = _snapshot(endpoint, fields)
+    before = audit.snapshot(endpoint, fields)
     for name, value in changes.items():
         setattr(endpoint, name, value)
     if "enabled" in changes and before["enabled"] != endpoint.enabled:
         endpoint.disabled_at = None if endpoint.enabled else utcnow()
-    after = _snapshot(endpoint, fields)
+    after = audit.snapshot(endpoint, fields)
     if before != after:
         audit.record(
             session,
@@ -429,7 +325,7 @@ async def delete_endpoint(
         action="webhook.deleted",
         subject_type="webhook_endpoint",
         subject_id=endpoint.id,
-        before=_snapshot(endpoint, _AUDITED_FIELDS),
+        before=audit.snapshot(endpoint, _AUDITED_FIELDS),
     )
     await session.delete(endpoint)
     await commit(session)
@@ -461,7 +357,7 @@ def delivery_detail(
 ) -> WebhookDeliveryDetail:
     read = delivery_read(delivery)
     return WebhookDeliveryDetail(
-        **{name: getattr(read, name) for name in read.__struct_fields__},
+        **msgspec.structs.asdict(read),
         payload=dict(delivery.payload),
         attempt_log=[
             WebhookAttemptRead(
@@ -549,168 +445,3 @@ async def replay_delivery(
     await enqueue(session, DELIVER_JOB, str(replay.id))
     await commit(session)
     return replay
-
-
-# --- sending -----------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class SendResult:
-    status_code: int | None
-    error: str | None
-    duration_ms: int
-
-    @property
-    def ok(self) -> bool:
-        return self.status_code is not None and 200 <= self.status_code < 300
-
-
-def delivery_headers(
-    delivery: WebhookDelivery, secret: str, body: bytes, timestamp: int
-) -> dict[str, str]:
-    return {
-        "Content-Type": "application/json",
-        "User-Agent": USER_AGENT,
-        "Coalition-Event-Id": str(delivery.event_id),
-        "Coalition-Event-Type": delivery.event_type,
-        "Coalition-Delivery-Id": str(delivery.id),
-        SIGNATURE_HEADER: signature_header(secret, timestamp, body),
-    }
-
-
-async def post_signed(
-    client: httpx.AsyncClient,
-    url: str,
-    *,
-    headers: dict[str, str],
-    body: bytes,
-    time_limit: float,
-) -> SendResult:
-    """POST once; never raises for network trouble: the outcome is the status code or error.
-
-    `time_limit` (seconds) bounds the whole exchange. Redirects are not followed and the
-    response body is never read (a receiver answers with its status code).
-    """
-    started = time.monotonic()
-    status_code: int | None = None
-    error: str | None = None
-    try:
-        async with asyncio.timeout(time_limit):
-            async with client.stream("POST", url, content=body, headers=headers) as response:
-                status_code = response.status_code
-    except TimeoutError:
-        error = f"timed out after {time_limit:g} s"
-    except (httpx.HTTPError, httpx.InvalidURL, OSError) as exc:
-        error = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
-    duration_ms = int((time.monotonic() - started) * 1000)
-    return SendResult(status_code=status_code, error=error and error[:500], duration_ms=duration_ms)
-
-
-def _outbox_id(job_id: str | None) -> uuid.UUID | None:
-    if not job_id or not job_id.startswith(OUTBOX_JOB_PREFIX):
-        return None
-    try:
-        return uuid.UUID(job_id.removeprefix(OUTBOX_JOB_PREFIX))
-    except ValueError:
-        return None
-
-
-async def _job_already_ran(session: AsyncSession, outbox_id: uuid.UUID | None) -> bool:
-    if outbox_id is None:
-        return False
-    completed_at = (
-        await session.execute(
-            select(col(JobOutbox.completed_at)).where(col(JobOutbox.id) == outbox_id)
-        )
-    ).scalar_one_or_none()
-    return completed_at is not None
-
-
-async def _mark_job_done(session: AsyncSession, outbox_id: uuid.UUID | None) -> None:
-    """Mark the running job done in the same transaction as its attempt, so a duplicate of the
-    job (re-sent by the relay) can tell that this attempt was already made."""
-    if outbox_id is not None:
-        await session.execute(
-            update(JobOutbox).where(col(JobOutbox.id) == outbox_id).values(completed_at=utcnow())
-        )
-
-
-async def deliver(
-    session: AsyncSession,
-    settings: Settings,
-    delivery_id: uuid.UUID,
-    *,
-    job_id: str | None = None,
-    client: httpx.AsyncClient | None = None,
-) -> str:
-    """Make one attempt of a delivery and record it; returns what happened.
-
-    The delivery row is locked (`FOR UPDATE SKIP LOCKED`) for the whole attempt, so a second
-    worker holding the same job skips it instead of sending twice; a delivery no longer pending
-    and a job (`job_id` = `outbox:<id>`) whose attempt was already recorded are skipped too.
-    A failed attempt schedules the next one on `webhook_retry_schedule_seconds`, in the same
-    transaction as the attempt record; when the schedule is exhausted the delivery has failed.
-    """
-    delivery = (
-        await session.execute(
-            select(WebhookDelivery)
-            .where(col(WebhookDelivery.id) == delivery_id)
-            .with_for_update(skip_locked=True)
-        )
-    ).scalar_one_or_none()
-    if delivery is None:
-        return "skipped: gone, or being delivered by another worker"
-    if delivery.status != "pending":
-        return f"skipped: already {delivery.status}"
-    outbox_id = _outbox_id(job_id)
-    if await _job_already_ran(session, outbox_id):
-        return "skipped: this job already made its attempt"
-    endpoint = await session.get_one(WebhookEndpoint, delivery.endpoint_id)
-    if not endpoint.enabled:
-        delivery.status, delivery.next_attempt_at = "failed", None
-        delivery.last_error = "endpoint disabled"
-        await _mark_job_done(session, outbox_id)
-        await commit(session)
-        return "skipped: endpoint disabled"
-
-    body = payload_bytes(delivery.payload)
-    attempted_at = utcnow()
-    headers = delivery_headers(delivery, endpoint.secret, body, int(attempted_at.timestamp()))
-    timeout = settings.webhook_timeout_seconds
-    if client is None:
-        async with httpx.AsyncClient(timeout=timeout, follow_redirects=False) as own_client:
-            result = await post_signed(
-                own_client, endpoint.url, headers=headers, body=body, time_limit=timeout
-            )
-    else:
-        result = await post_signed(
-            client, endpoint.url, headers=headers, body=body, time_limit=timeout
-        )
-
-    session.add(
-        WebhookAttempt(
-            delivery_id=delivery.id,
-            attempted_at=attempted_at,
-            status_code=result.status_code,
-            error=result.error,
-            duration_ms=result.duration_ms,
-        )
-    )
-    delivery.attempts += 1
-    delivery.last_status_code, delivery.last_error = result.status_code, result.error
-    schedule = settings.webhook_retry_schedule_seconds
-    if result.ok:
-        delivery.status, delivery.next_attempt_at = "succeeded", None
-        delivery.delivered_at = utcnow()
-        outcome = "succeeded"
-    elif delivery.attempts <= len(schedule):
-        next_attempt_at = utcnow() + timedelta(seconds=schedule[delivery.attempts - 1])
-        delivery.next_attempt_at = next_attempt_at
-        await enqueue(session, DELIVER_JOB, str(delivery.id), defer_until=next_attempt_at)
-        outcome = f"retry {delivery.attempts + 1} at {next_attempt_at.isoformat()}"
-    else:
-        delivery.status, delivery.next_attempt_at = "failed", None
-        outcome = "failed"
-    await _mark_job_done(session, outbox_id)
-    await commit(session)
-    return outcome

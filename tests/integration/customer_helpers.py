@@ -7,7 +7,7 @@ import secrets
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from coalition.campaigns.models import Customer
-from coalition.campaigns.services.customers import external_id_hash, issue_customer_token
+from coalition.campaigns.services.customer_tokens import external_id_hash, issue_customer_token
 from coalition.platform.db import utcnow
 from coalition.platform.settings import DEV_CUSTOMER_ID_KEY, Settings
 

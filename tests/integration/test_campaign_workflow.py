@@ -14,7 +14,7 @@ from sqlmodel import col, select
 
 from coalition.campaigns import jobs
 from coalition.campaigns.models import CampaignStore, ClaimSlot
-from coalition.campaigns.services import campaigns
+from coalition.campaigns.services import workflow
 from coalition.merchants.models import WebhookDelivery, WebhookEndpoint
 from coalition.platform.audit import AuditEntry
 from coalition.platform.db import SessionMaker, utcnow
@@ -384,9 +384,9 @@ async def test_the_scheduler_starts_and_ends_campaigns(
         client, staff, world, starts_at=starts_at, ends_at=starts_at + timedelta(minutes=30)
     )
 
-    assert await campaigns.activate_due(session, utcnow()) == 0
-    assert await campaigns.activate_due(session, starts_at + timedelta(minutes=1)) == 2
-    assert await campaigns.activate_due(session, starts_at + timedelta(minutes=2)) == 0
+    assert await workflow.activate_due(session, utcnow()) == 0
+    assert await workflow.activate_due(session, starts_at + timedelta(minutes=1)) == 2
+    assert await workflow.activate_due(session, starts_at + timedelta(minutes=2)) == 0
     got = (await client.get(f"/api/v1/campaigns/{cid}", headers=owner)).json()
     assert got["status"] == "active"
     slots = (
@@ -397,9 +397,9 @@ async def test_the_scheduler_starts_and_ends_campaigns(
     assert len(slots) == 64 and sum(s.remaining_quantity for s in slots) == 1000
 
     await campaign_action(client, owner, cid, "pause")
-    assert await campaigns.end_due(session, ends_at - timedelta(minutes=1)) == 1  # `late` only
-    assert await campaigns.end_due(session, ends_at + timedelta(minutes=1)) == 1
-    assert await campaigns.end_due(session, ends_at + timedelta(minutes=2)) == 0
+    assert await workflow.end_due(session, ends_at - timedelta(minutes=1)) == 1  # `late` only
+    assert await workflow.end_due(session, ends_at + timedelta(minutes=1)) == 1
+    assert await workflow.end_due(session, ends_at + timedelta(minutes=2)) == 0
     got = (await client.get(f"/api/v1/campaigns/{cid}", headers=owner)).json()
     assert got["status"] == "ended" and got["status_reason"] == "The end time passed"
     entries = (
@@ -417,7 +417,7 @@ async def test_the_scheduler_starts_and_ends_campaigns(
     third = await approved_campaign(
         client, staff, world, starts_at=starts_at, ends_at=starts_at + timedelta(minutes=10)
     )
-    assert await campaigns.end_due(session, starts_at + timedelta(minutes=11)) == 1
+    assert await workflow.end_due(session, starts_at + timedelta(minutes=11)) == 1
     third_now = (await client.get(f"/api/v1/campaigns/{third['id']}", headers=owner)).json()
     assert third_now["status"] == "cancelled"
 
@@ -432,7 +432,7 @@ async def test_scheduler_runs_never_start_a_campaign_twice(
     ]
     async with sessionmaker() as one, sessionmaker() as two:
         counts = await asyncio.gather(
-            campaigns.activate_due(one, starts_at), campaigns.activate_due(two, starts_at)
+            workflow.activate_due(one, starts_at), workflow.activate_due(two, starts_at)
         )
     assert sum(counts) == 3
     async with sessionmaker() as session:

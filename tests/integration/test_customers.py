@@ -24,7 +24,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col, select
 
 from coalition.campaigns.models import Customer, CustomerOtp
-from coalition.campaigns.services.customers import external_id_hash
+from coalition.campaigns.services.customer_tokens import external_id_hash
 from coalition.platform.app import create_app
 from coalition.platform.audit import AuditEntry
 from coalition.platform.db import utcnow

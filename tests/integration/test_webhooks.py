@@ -26,7 +26,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col, select
 
 from coalition.merchants.models import WebhookDelivery
-from coalition.merchants.services import webhooks
+from coalition.merchants.services import webhook_delivery, webhooks
 from coalition.platform import jobs
 from coalition.platform.audit import AuditEntry
 from coalition.platform.db import SessionMaker
@@ -325,17 +325,17 @@ async def test_delivery_is_signed_with_the_documented_scheme(
     timestamp, v1 = SIGNATURE.match(header).groups()  # type: ignore[union-attr]
     assert abs(int(timestamp) - time.time()) < 60
     assert independent_hmac(endpoint["secret"], header, received.body)
-    assert webhooks.sign(endpoint["secret"], int(timestamp), received.body) == v1
-    assert webhooks.verify_signature(endpoint["secret"], header, received.body)
-    assert not webhooks.verify_signature(endpoint["secret"], header, received.body + b" ")
-    assert not webhooks.verify_signature("whsec_wrong", header, received.body)
-    assert not webhooks.verify_signature(
+    assert webhook_delivery.sign(endpoint["secret"], int(timestamp), received.body) == v1
+    assert webhook_delivery.verify_signature(endpoint["secret"], header, received.body)
+    assert not webhook_delivery.verify_signature(endpoint["secret"], header, received.body + b" ")
+    assert not webhook_delivery.verify_signature("whsec_wrong", header, received.body)
+    assert not webhook_delivery.verify_signature(
         endpoint["secret"], header, received.body, now=int(timestamp) + 301
     )
-    assert webhooks.verify_signature(
+    assert webhook_delivery.verify_signature(
         endpoint["secret"], header, received.body, tolerance=None, now=int(timestamp) + 3600
     )
-    assert not webhooks.verify_signature(endpoint["secret"], "v1=" + v1, received.body)
+    assert not webhook_delivery.verify_signature(endpoint["secret"], "v1=" + v1, received.body)
 
     shown = await client.get(f"/api/v1/webhook-deliveries/{delivery.id}", headers=cafe_admin)
     assert shown.status_code == 200
@@ -533,7 +533,7 @@ async def test_two_workers_never_send_the_same_attempt_twice(
 
     async def attempt() -> str:
         async with sessionmaker() as work:
-            return await webhooks.deliver(work, quick, delivery.id)
+            return await webhook_delivery.deliver(work, quick, delivery.id)
 
     outcomes = await asyncio.gather(attempt(), attempt())
     assert sorted(o.split(":")[0] for o in outcomes) == ["skipped", "succeeded"]
@@ -554,16 +554,22 @@ async def test_two_workers_never_send_the_same_attempt_twice(
 
     (first_job,) = await outbox_ids()
     async with sessionmaker() as work:
-        outcome = await webhooks.deliver(work, quick, pending.id, job_id=f"outbox:{first_job}")
+        outcome = await webhook_delivery.deliver(
+            work, quick, pending.id, job_id=f"outbox:{first_job}"
+        )
     assert outcome.startswith("retry 2")
     async with sessionmaker() as work:
-        again = await webhooks.deliver(work, quick, pending.id, job_id=f"outbox:{first_job}")
+        again = await webhook_delivery.deliver(
+            work, quick, pending.id, job_id=f"outbox:{first_job}"
+        )
     assert again == "skipped: this job already made its attempt"
     assert len(receiver.requests) == 2
 
     _, retry_job = await outbox_ids()
     async with sessionmaker() as work:
-        outcome = await webhooks.deliver(work, quick, pending.id, job_id=f"outbox:{retry_job}")
+        outcome = await webhook_delivery.deliver(
+            work, quick, pending.id, job_id=f"outbox:{retry_job}"
+        )
     assert outcome == "succeeded"
     assert [r.status for r in receiver.requests] == [200, 500, 200]
     refreshed = await session.get_one(WebhookDelivery, pending.id, populate_existing=True)
@@ -609,8 +615,8 @@ async def test_update_rotate_and_delete_are_audited(
     await run_worker(fast(settings, [0]), sessionmaker)
     (received,) = receiver.requests
     header = received.headers["coalition-signature"]
-    assert webhooks.verify_signature(new_secret, header, received.body)
-    assert not webhooks.verify_signature(endpoint["secret"], header, received.body)
+    assert webhook_delivery.verify_signature(new_secret, header, received.body)
+    assert not webhook_delivery.verify_signature(endpoint["secret"], header, received.body)
 
     deleted = await client.delete(path, headers=admin)
     assert deleted.status_code == 204

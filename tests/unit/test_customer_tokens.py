@@ -17,7 +17,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from hypothesis import given
 from hypothesis import strategies as st
 
-from coalition.campaigns.services.customers import (
+from coalition.campaigns.services.customer_tokens import (
     CUSTOMER_ORG_ID,
     CarrierClaims,
     customer_config,
@@ -26,10 +26,10 @@ from coalition.campaigns.services.customers import (
     external_id_hash,
     idp_subject_identity,
     issue_customer_token,
-    otp_code_hash,
     token_kind,
     verify_carrier_token,
 )
+from coalition.campaigns.services.customers import otp_code_hash
 from coalition.platform.errors import InvalidToken, TokenExpired, ValidationFailed
 from coalition.platform.security import decode_access_token, issue_access_token
 from coalition.platform.settings import Settings
