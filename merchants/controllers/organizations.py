@@ -23,6 +23,7 @@ from coalition.merchants.schemas.organizations import (
     PartnerRead,
     ProfileUpdate,
     ReasonRequest,
+    RunningCampaign,
 )
 from coalition.merchants.services import audit_log, directory, organizations
 from coalition.platform import ratelimit
@@ -187,6 +188,12 @@ class PartnerDirectoryController(Controller):
                     contact_name=p.organization.contact_name,
                     contact_email=p.organization.contact_email,
                     store_count=p.store_count,
+                    running_campaigns=[
+                        RunningCampaign(
+                            id=c.id, name=c.name, owner_org_id=c.owner_org_id, ends_at=c.ends_at
+                        )
+                        for c in p.running_campaigns
+                    ],
                 )
                 for p in rows
             ],

@@ -113,6 +113,13 @@ class ProfileUpdate(Request):
     ) = msgspec.UNSET
 
 
+class RunningCampaign(Response):
+    id: uuid.UUID
+    name: str
+    owner_org_id: uuid.UUID
+    ends_at: datetime
+
+
 class PartnerRead(Response):
     """The public face of a partner in the directory."""
 
@@ -126,3 +133,4 @@ class PartnerRead(Response):
     contact_name: str | None
     contact_email: str | None
     store_count: int
+    running_campaigns: list[RunningCampaign]  # joint campaigns it takes part in, active now

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import uuid
 from dataclasses import dataclass
 
 from sqlalchemy import any_, func, literal
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col, select
 
+from coalition.campaigns.models import Campaign, CampaignParticipant
 from coalition.merchants.models import Organization, Store
 from coalition.platform.auth import Principal
 
@@ -16,6 +18,7 @@ from coalition.platform.auth import Principal
 class Partner:
     organization: Organization
     store_count: int
+    running_campaigns: list[Campaign]
 
 
 def _escape_like(text: str) -> str:
@@ -63,4 +66,22 @@ async def search_partners(
         .limit(limit)
         .offset(offset)
     )
-    return [Partner(org, int(count)) for org, count in rows.all()], int(total)
+    found = rows.all()
+    running = await _running_campaigns(session, [org.id for org, _ in found])
+    return [Partner(org, int(count), running.get(org.id, [])) for org, count in found], int(total)
+
+
+async def _running_campaigns(
+    session: AsyncSession, org_ids: list[uuid.UUID]
+) -> dict[uuid.UUID, list[Campaign]]:
+    """The active joint campaigns each of these organizations funds (one query for the page)."""
+    rows = await session.execute(
+        select(col(CampaignParticipant.org_id), Campaign)
+        .join(Campaign, col(Campaign.id) == col(CampaignParticipant.campaign_id))
+        .where(col(CampaignParticipant.org_id).in_(org_ids), col(Campaign.status) == "active")
+        .order_by(col(Campaign.ends_at), col(Campaign.id))
+    )
+    running: dict[uuid.UUID, list[Campaign]] = {}
+    for org_id, campaign in rows.all():
+        running.setdefault(org_id, []).append(campaign)
+    return running

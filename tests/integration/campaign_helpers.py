@@ -17,6 +17,9 @@ from litestar import Litestar
 from litestar.testing import AsyncTestClient
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from coalition.campaigns.domain import Offer, offer_to_json
+from coalition.campaigns.models import Campaign, CampaignParticipant
+from coalition.campaigns.services import slots
 from coalition.merchants.models import Organization, Store
 from coalition.merchants.services import organizations, staff
 from coalition.platform.db import utcnow
@@ -166,3 +169,58 @@ async def add_store(
     session.add(store)
     await session.commit()
     return store
+
+
+# --- an active campaign written straight to the database -------------------------------------
+
+AMOUNT_OFF = Offer(kind="amount_off", currency="CNY", value=500, valid_days_after_claim=7)
+
+
+async def running_campaign(
+    session: AsyncSession,
+    world: World,
+    *,
+    quantity: int = 100,
+    budget: int = 1_000_000,
+    offer: Offer = AMOUNT_OFF,
+    caps: tuple[int | None, int | None] = (None, None),
+    **fields: Any,
+) -> Campaign:
+    """An active carrier + café campaign (60/40), written directly: the workflow is tested
+    elsewhere; here only claiming matters."""
+    now = utcnow()
+    campaign = Campaign(
+        owner_org_id=world.carrier.id,
+        name="Coffee on us",
+        status="active",
+        currency="CNY",
+        timezone="Asia/Shanghai",
+        starts_at=now - timedelta(days=1),
+        ends_at=now + timedelta(days=30),
+        offer=offer_to_json(offer),
+        total_quantity=quantity,
+        total_budget=budget,
+        terms_version=1,
+        **fields,
+    )
+    session.add(campaign)
+    await session.flush()
+    for position, (org, share, cap) in enumerate(
+        ((world.carrier, 6000, caps[0]), (world.cafe, 4000, caps[1]))
+    ):
+        session.add(
+            CampaignParticipant(
+                campaign_id=campaign.id,
+                org_id=org.id,
+                position=position,
+                share_bp=share,
+                budget_cap=cap,
+                accepted_version=1,
+            )
+        )
+    await session.flush()
+    await slots.open_slots(
+        session, campaign.id, quantity=quantity, budget=budget, funder_caps=list(caps)
+    )
+    await session.commit()
+    return campaign

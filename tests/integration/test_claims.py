@@ -19,75 +19,21 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col, select
 
 from coalition.campaigns import codes
-from coalition.campaigns.domain import Offer, offer_to_json
 from coalition.campaigns.models import (
     Campaign,
-    CampaignParticipant,
     CampaignTarget,
     ClaimSlot,
     Coupon,
     Customer,
 )
-from coalition.campaigns.services import coupons, slots
+from coalition.campaigns.services import coupons
 from coalition.platform.db import SessionMaker, utcnow
 from coalition.platform.settings import Settings
+from tests.integration.campaign_helpers import running_campaign
 from tests.integration.conftest import World, auth_headers
 from tests.integration.customer_helpers import customer_headers, new_customer
 
 Client = AsyncTestClient[Litestar]
-AMOUNT_OFF = Offer(kind="amount_off", currency="CNY", value=500, valid_days_after_claim=7)
-
-
-async def running_campaign(
-    session: AsyncSession,
-    world: World,
-    *,
-    quantity: int = 100,
-    budget: int = 1_000_000,
-    offer: Offer = AMOUNT_OFF,
-    caps: tuple[int | None, int | None] = (None, None),
-    **fields: Any,
-) -> Campaign:
-    """An active carrier + café campaign (60/40), written directly: the workflow is tested
-    elsewhere; here only claiming matters."""
-    now = utcnow()
-    campaign = Campaign(
-        owner_org_id=world.carrier.id,
-        name="Coffee on us",
-        status="active",
-        currency="CNY",
-        timezone="Asia/Shanghai",
-        starts_at=now - timedelta(days=1),
-        ends_at=now + timedelta(days=30),
-        offer=offer_to_json(offer),
-        total_quantity=quantity,
-        total_budget=budget,
-        terms_version=1,
-        **fields,
-    )
-    session.add(campaign)
-    await session.flush()
-    for position, (org, share, cap) in enumerate(
-        ((world.carrier, 6000, caps[0]), (world.cafe, 4000, caps[1]))
-    ):
-        session.add(
-            CampaignParticipant(
-                campaign_id=campaign.id,
-                org_id=org.id,
-                position=position,
-                share_bp=share,
-                budget_cap=cap,
-                accepted_version=1,
-            )
-        )
-    await session.flush()
-    await slots.open_slots(
-        session, campaign.id, quantity=quantity, budget=budget, funder_caps=list(caps)
-    )
-    await session.commit()
-    return campaign
-
-
 Claim = Callable[..., Awaitable[Any]]
 
 

@@ -7,6 +7,7 @@ from litestar.testing import AsyncTestClient
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from coalition.merchants.models import Organization, Store
+from tests.integration.campaign_helpers import running_campaign
 from tests.integration.conftest import World, auth_headers
 
 Client = AsyncTestClient[Litestar]
@@ -61,6 +62,23 @@ async def test_merchants_find_active_partners(
     # merchants cannot widen the search to other statuses
     pending = (await client.get("/api/v1/partners?status=pending", headers=headers)).json()
     assert [p["name"] for p in pending["items"]] == ["Bank Org", "Cafe Org"]
+
+
+async def test_partners_show_the_joint_campaigns_they_run(
+    client: Client, world: World, session: AsyncSession
+) -> None:
+    await _populate(session, world)
+    campaign = await running_campaign(session, world)  # carrier + café, active
+    ended = await running_campaign(session, world)
+    ended.status = "ended"
+    await session.commit()
+    headers = await auth_headers(client, "marketing@bank.test")
+    partners = {
+        p["name"]: p
+        for p in (await client.get("/api/v1/partners", headers=headers)).json()["items"]
+    }
+    assert [c["id"] for c in partners["Cafe Org"]["running_campaigns"]] == [str(campaign.id)]
+    assert partners["Bank Org"]["running_campaigns"] == []
 
 
 async def test_carrier_sees_every_status(
