@@ -219,6 +219,10 @@ def _print_demo(report: DemoReport, password: str) -> None:
         )
         for org, store, terminal, key in report.terminal_keys:
             click.echo(f"  {org} / {store} / {terminal}\n    {key}")
+    click.echo(
+        '\nCustomers sign in with a one-time code: POST /api/v1/customers/otp {"phone": ...};'
+        "\n  the console SMS gateway writes it to .coalition/sms-outbox.log"
+    )
 
 
 if __name__ == "__main__":

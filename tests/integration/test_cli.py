@@ -13,6 +13,7 @@ from litestar.testing import AsyncTestClient
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from coalition.campaigns.models import Campaign
 from coalition.merchants.models import Organization, Store, User
 from coalition.platform.settings import Settings
 
@@ -76,6 +77,8 @@ async def test_seed_demo_is_idempotent_and_prints_working_terminal_keys(
     assert "demo data already present" in second.stdout
     orgs = (await session.execute(select(Organization.industry))).scalars().all()
     assert sorted(orgs) == ["bank", "cafe", "education", "telecom"]
+    campaigns = (await session.execute(select(Campaign.name, Campaign.status))).all()
+    assert sorted(status for _, status in campaigns) == ["active", "active"]
     stores = (await session.execute(select(Store.org_id))).scalars().all()
     assert set(stores) == set((await session.execute(select(Organization.id))).scalars().all())
 
