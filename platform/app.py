@@ -92,6 +92,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
     from coalition.campaigns.controllers import ROUTES as CAMPAIGN_ROUTES
     from coalition.merchants.controllers import ROUTES as MERCHANT_ROUTES
     from coalition.merchants.services.identity import resolve_principal
+    from coalition.settlement.controllers import ROUTES as SETTLEMENT_ROUTES
 
     state = State({"settings": settings, "resolve_principal": resolve_principal})
     return Litestar(
@@ -106,6 +107,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
             ),
             *MERCHANT_ROUTES,
             *CAMPAIGN_ROUTES,
+            *SETTLEMENT_ROUTES,
         ],
         dependencies={
             "session": Provide(provide_session),

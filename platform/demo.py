@@ -160,9 +160,10 @@ async def seed_demo(session: AsyncSession) -> DemoReport:
 
 
 async def _org(session: AsyncSession, name: str) -> Organization:
-    return (
+    org: Organization = (
         await session.execute(select(Organization).where(col(Organization.name) == name))
     ).scalar_one()
+    return org
 
 
 async def _acting(session: AsyncSession, org: Organization, email: str) -> Principal:

@@ -17,6 +17,7 @@ MODEL_MODULES = (
     "coalition.platform.idempotency",
     "coalition.merchants.models",
     "coalition.campaigns.models",
+    "coalition.settlement.models",
 )
 
 

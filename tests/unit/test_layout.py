@@ -40,3 +40,17 @@ def test_code_folders_import_as_coalition_subpackages() -> None:
         check=False,
     )
     assert result.returncode == 0, result.stderr
+
+
+def test_every_package_folder_is_listed_for_the_wheel() -> None:
+    import tomllib
+
+    listed = set(
+        tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"]
+    )
+    found = {"coalition", "coalition.platform"}
+    for folder in ("merchants", "campaigns", "settlement", "migrations"):
+        for init in (ROOT / folder).rglob("__init__.py"):
+            relative = init.parent.relative_to(ROOT).parts
+            found.add(".".join(("coalition", *relative)))
+    assert found == listed

@@ -1,0 +1,5 @@
+"""The settlement domain's HTTP API, one module per area."""
+
+from coalition.settlement.controllers import ledger
+
+ROUTES = [*ledger.ROUTES]

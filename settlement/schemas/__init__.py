@@ -1,0 +1,1 @@
+"""The settlement domain's schemas, one module per area."""

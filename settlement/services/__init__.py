@@ -1,0 +1,1 @@
+"""The settlement domain's services, one module per area."""
