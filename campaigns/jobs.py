@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from coalition.campaigns.services import coupons, customers, workflow
+import uuid
+
+from coalition.campaigns.services import coupons, customers, issuance, workflow
 from coalition.platform.db import utcnow
 from coalition.platform.jobs import JobContext, JobRegistry, job_session
 
@@ -35,6 +37,14 @@ async def expire_coupons(ctx: JobContext) -> int:
             while batch := await coupons.expire_due(session, utcnow(), ended_campaign=campaign_id):
                 expired += batch
     return expired
+
+
+@registry.job(timeout=3600)
+async def issue_batch(ctx: JobContext, batch_id: str) -> dict[str, object]:
+    """Issue a bulk batch chunk by chunk (a rerun resumes without duplicates or gaps)."""
+    async with job_session(ctx) as session:
+        progress = await issuance.issue_batch(session, uuid.UUID(batch_id))
+    return progress.as_dict()
 
 
 @registry.job()

@@ -225,5 +225,14 @@ def _print_demo(report: DemoReport, password: str) -> None:
     )
 
 
+def _register_domain_commands() -> None:
+    from coalition.campaigns.controllers.issuance import issue_command
+
+    main.add_command(issue_command, name="issue")
+
+
+_register_domain_commands()
+
+
 if __name__ == "__main__":
     main(prog_name="coalition")

@@ -1,5 +1,5 @@
 """The campaigns domain's HTTP API, one module per area."""
 
-from coalition.campaigns.controllers import campaigns, coupons, customers
+from coalition.campaigns.controllers import campaigns, coupons, customers, issuance
 
-ROUTES = [*campaigns.ROUTES, *customers.ROUTES, *coupons.ROUTES]
+ROUTES = [*campaigns.ROUTES, *customers.ROUTES, *coupons.ROUTES, *issuance.ROUTES]

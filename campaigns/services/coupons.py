@@ -9,6 +9,7 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import func, text
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col, select
 
@@ -218,6 +219,12 @@ async def claim_coupon(
         claimed_at=now,
     )
     session.add(coupon)
+    try:
+        await session.flush()
+    except IntegrityError as exc:
+        # A bulk issuance gave this customer their n-th coupon at the same moment: the
+        # unique (campaign, customer, n) index kept it at one; this claim is over the limit.
+        raise ClaimLimitReached() from exc
     await figures.bump(session, campaign_id, day, taken, claimed=1)
     body = msgspec_to_dict(coupon_read(coupon, campaign, settings))
     await idempotency.finish(

@@ -36,13 +36,9 @@ from coalition.campaigns.schemas.customers import (
     CustomerUpserted,
     OtpSent,
 )
-
-# `x as x`: explicit re-exports, only because campaigns/services/issuance.py (being written in
-# parallel) still imports these two from here; their home is `customer_tokens`. Drop the
-# aliases once that import moves.
-from coalition.campaigns.services.customer_tokens import customer_config as customer_config
-from coalition.campaigns.services.customer_tokens import external_id_hash as external_id_hash
 from coalition.campaigns.services.customer_tokens import (
+    customer_config,
+    external_id_hash,
     find_or_create_customer,
     issue_customer_token,
 )

@@ -17,7 +17,7 @@ from coalition.campaigns.models import Campaign
 from coalition.merchants.models import Organization, Store, User
 from coalition.platform.settings import Settings
 
-COMMANDS = ["dev", "serve", "worker", "migrate", "seed-demo", "create-carrier"]
+COMMANDS = ["dev", "serve", "worker", "migrate", "seed-demo", "create-carrier", "issue"]
 
 
 def coalition(*args: str, settings: Settings | None = None) -> subprocess.CompletedProcess[str]:

@@ -1,0 +1,459 @@
+"""Benchmark: bulk issuance of N targeted coupons, end to end, against a COPY baseline.
+
+    .venv/bin/python bench/bulk_issuance.py --count 1000000
+
+Starts from a fresh database: a new `coalition_bench_<random>` database on the server named by
+DATABASE_URL (dropped at the end), or else a private embedded PostgreSQL in a temporary
+directory (non-durable: fsync and synchronous commit off, as for the test suite; the output
+says which). Migrates it, creates N customers (COPY) and an active campaign with room for N
+coupons, then measures in the same run:
+
+  baseline  COPY of N pre-generated coupon rows into an empty clone of the `coupon` table
+            (`LIKE coupon INCLUDING ALL`: same columns, checks and indexes), and once more
+            into a clone that also has the real table's two foreign keys;
+  issuance  the CSV of N customer ids uploaded (parse, checks, COPY of the targets) and the
+            `issue_batch` job run to the end (chunks: capacity, codes, COPY of the coupons,
+            targets marked done, figures), through the same service calls as
+            `coalition issue --wait`;
+
+and prints seconds, rows/s, the ratio to the baseline, and where the issuance time went.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import gc
+import os
+import secrets
+import sys
+import tempfile
+import time
+import uuid
+from collections import defaultdict
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import timedelta
+from itertools import repeat
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+
+TARGET_SECONDS = 30.0
+
+
+SERVER_SETTINGS = {"shared_buffers": "1GB", "max_wal_size": "8GB", "checkpoint_timeout": "30min"}
+
+
+async def _configure(admin_url: str, settings: dict[str, str]) -> None:
+    connection = await asyncpg.connect(_plain(admin_url))
+    try:
+        for name, value in settings.items():
+            await connection.execute(f"ALTER SYSTEM SET {name} = '{value}'")
+    finally:
+        await connection.close()
+
+
+def _plain(url: str) -> str:
+    return url.replace("postgresql+asyncpg://", "postgresql://", 1)
+
+
+@contextmanager
+def fresh_database() -> Iterator[tuple[str, str]]:
+    """(SQLAlchemy URL of a fresh database, description of where it runs)."""
+    from sqlalchemy.engine import make_url
+
+    from coalition.platform.settings import to_asyncpg_url
+
+    name = f"coalition_bench_{secrets.token_hex(4)}"
+    server = os.environ.get("DATABASE_URL")
+    stack = None
+    tmp = None
+    if server:
+        server_admin = make_url(to_asyncpg_url(server)).set(database="postgres")
+        admin_url = server_admin.render_as_string(hide_password=False)
+        where = (
+            f"PostgreSQL from DATABASE_URL ({server_admin.host}:{server_admin.port}), "
+            f"database {name}"
+        )
+    else:
+        from coalition.platform.embedded import EmbeddedStack
+
+        tmp = tempfile.TemporaryDirectory(prefix="coalition-bench-")
+        stack = EmbeddedStack(Path(tmp.name), durable=False)
+        stack.start()
+        # The embedded server's defaults (128 MB of shared buffers, a checkpoint every 1 GB of
+        # WAL) suit a laptop, not a million-row load: size it like a small production server.
+        asyncio.run(_configure(stack.admin_url, SERVER_SETTINGS))
+        stack.stop()
+        stack.start()
+        admin_url = stack.admin_url
+        where = (
+            f"embedded PostgreSQL in {tmp.name}, non-durable (fsync, synchronous_commit and "
+            "full_page_writes off), with "
+            + ", ".join(f"{k}={v}" for k, v in SERVER_SETTINGS.items())
+        )
+
+    async def admin(sql: str) -> None:
+        connection = await asyncpg.connect(_plain(admin_url))
+        try:
+            await connection.execute(sql)
+        finally:
+            await connection.close()
+
+    asyncio.run(admin(f'CREATE DATABASE "{name}"'))
+    try:
+        yield make_url(admin_url).set(database=name).render_as_string(hide_password=False), where
+    finally:
+        asyncio.run(admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        if stack is not None:
+            stack.stop()
+        if tmp is not None:
+            tmp.cleanup()
+
+
+class Timings:
+    """Wall time per labelled phase (phases may nest: the report says which)."""
+
+    def __init__(self) -> None:
+        self.seconds: dict[str, float] = defaultdict(float)
+        self.calls: dict[str, int] = defaultdict(int)
+
+    @contextmanager
+    def phase(self, label: str) -> Iterator[None]:
+        began = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.seconds[label] += time.perf_counter() - began
+            self.calls[label] += 1
+
+
+def sql_label(sql: str) -> str:
+    head = " ".join(sql.split())[:60]
+    for key, label in (
+        ("FROM issue_batch_target WHERE batch_id = $1 AND coupon_id IS NULL", "fetch targets"),
+        ("FROM coupon WHERE campaign_id", "per-customer holdings"),
+        ("FROM claim_slot", "lock slots"),
+        ("UPDATE claim_slot", "update slots"),
+        ("UPDATE issue_batch_target", "mark targets done"),
+        ("DELETE FROM issue_batch_target t", "unknown customers"),
+    ):
+        if key in " ".join(sql.split()):
+            return label
+    return head
+
+
+class TimedDriver:
+    """An asyncpg connection whose bulk calls are timed (bench instrumentation only)."""
+
+    def __init__(self, driver: Any, timings: Timings) -> None:
+        self._driver = driver
+        self._timings = timings
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._driver, name)
+
+    async def fetch(self, sql: str, *args: Any) -> Any:
+        with self._timings.phase("db: " + sql_label(sql)):
+            return await self._driver.fetch(sql, *args)
+
+    async def execute(self, sql: str, *args: Any) -> Any:
+        with self._timings.phase("db: " + sql_label(sql)):
+            return await self._driver.execute(sql, *args)
+
+    async def executemany(self, sql: str, rows: Any) -> Any:
+        with self._timings.phase("db: " + sql_label(sql)):
+            return await self._driver.executemany(sql, rows)
+
+    async def copy_records_to_table(self, table: str, **kwargs: Any) -> Any:
+        label = f"db: COPY {table}"
+        records = kwargs.pop("records")
+        with self._timings.phase(f"py: build {table} rows"):
+            records = list(records)
+        with self._timings.phase(label):
+            return await self._driver.copy_records_to_table(table, records=records, **kwargs)
+
+
+def instrument(timings: Timings) -> None:
+    from coalition.campaigns.services import issuance
+
+    original_driver = issuance._driver
+    original_codes = issuance.codes_batch
+    original_ids = issuance.uuid4_batch
+    original_parse = issuance.parse_upload
+
+    async def driver(session: Any) -> Any:
+        return TimedDriver(await original_driver(session), timings)
+
+    def codes_batch(n: int) -> list[str]:
+        with timings.phase("py: codes_batch"):
+            return original_codes(n)
+
+    def uuid4_batch(n: int) -> list[str]:
+        with timings.phase("py: uuid4_batch"):
+            return original_ids(n)
+
+    def parse_upload(*args: Any, **kwargs: Any) -> Any:
+        with timings.phase("py: parse CSV"):
+            return original_parse(*args, **kwargs)
+
+    issuance._driver = driver  # type: ignore[assignment]
+    issuance.codes_batch = codes_batch  # type: ignore[assignment]
+    issuance.uuid4_batch = uuid4_batch  # type: ignore[assignment]
+    issuance.parse_upload = parse_upload  # type: ignore[assignment]
+
+
+async def setup(database_url: str, count: int) -> tuple[uuid.UUID, list[str]]:
+    """Two organizations, `count` customers (COPY), an active campaign with room for all."""
+    from coalition.campaigns.domain import Offer, offer_to_json
+    from coalition.campaigns.models import Campaign, CampaignParticipant
+    from coalition.campaigns.services import slots
+    from coalition.merchants.models import Organization
+    from coalition.platform.db import make_engine, make_sessionmaker, utcnow
+    from coalition.platform.settings import Settings
+
+    engine = make_engine(Settings(database_url=database_url), pool_size=1)
+    try:
+        async with make_sessionmaker(engine)() as session:
+            now = utcnow()
+            carrier = Organization(
+                kind="carrier", name="Bench Mobile", industry="telecom", status="active"
+            )
+            cafe = Organization(
+                kind="merchant", name="Bench Café", industry="cafe", status="active"
+            )
+            session.add_all([carrier, cafe])
+            await session.flush()
+            offer = Offer(kind="amount_off", currency="CNY", value=500, valid_days_after_claim=30)
+            campaign = Campaign(
+                owner_org_id=carrier.id,
+                name="Bench campaign",
+                status="active",
+                currency="CNY",
+                timezone="Asia/Shanghai",
+                starts_at=now - timedelta(days=1),
+                ends_at=now + timedelta(days=60),
+                offer=offer_to_json(offer),
+                total_quantity=count,
+                total_budget=count * 500,
+                terms_version=1,
+                activated_at=now,
+            )
+            session.add(campaign)
+            await session.flush()
+            for position, (org, share) in enumerate(((carrier, 6000), (cafe, 4000))):
+                session.add(
+                    CampaignParticipant(
+                        campaign_id=campaign.id,
+                        org_id=org.id,
+                        position=position,
+                        share_bp=share,
+                        accepted_version=1,
+                    )
+                )
+            await session.flush()
+            await slots.open_slots(
+                session, campaign.id, quantity=count, budget=count * 500, funder_caps=[None, None]
+            )
+            await session.commit()
+    finally:
+        await engine.dispose()
+
+    ids = [str(uuid.uuid4()) for _ in range(count)]
+    connection = await asyncpg.connect(_plain(database_url))
+    try:
+        now = time.time()
+        from datetime import UTC, datetime
+
+        stamp = datetime.fromtimestamp(now, UTC)
+        await connection.copy_records_to_table(
+            "customer",
+            records=(
+                (i, secrets.token_hex(32), "*******0000", 1 + n % 7, ["bench"], True, stamp, stamp)
+                for n, i in enumerate(ids)
+            ),
+            columns=[
+                "id",
+                "external_id_hash",
+                "phone_hint",
+                "tier",
+                "tags",
+                "on_network",
+                "created_at",
+                "updated_at",
+            ],
+        )
+        await connection.execute("VACUUM ANALYZE customer")
+    finally:
+        await connection.close()
+    return campaign.id, ids
+
+
+async def baseline(
+    database_url: str, campaign_id: uuid.UUID, customers: list[str]
+) -> dict[str, float]:
+    """COPY of N pre-generated coupon rows into empty clones of `coupon` (timed: the COPY)."""
+    from coalition.campaigns.services.issuance import COUPON_COLUMNS, codes_batch, uuid4_batch
+    from coalition.platform.db import utcnow
+
+    count = len(customers)
+    now = utcnow()
+    rows = list(
+        zip(
+            uuid4_batch(count),
+            repeat(campaign_id),
+            codes_batch(count),
+            customers,
+            repeat(1),
+            repeat("issued"),
+            (n % 64 for n in range(count)),
+            repeat(500),
+            repeat([300, 200]),
+            repeat(now),
+            repeat(now + timedelta(days=30)),
+            repeat(now),
+            repeat(uuid.uuid4()),
+            strict=False,
+        )
+    )
+    results: dict[str, float] = {}
+    connection = await asyncpg.connect(_plain(database_url))
+    try:
+        for table, with_fks in (("bench_coupon", False), ("bench_coupon_fk", True)):
+            await connection.execute(f"CREATE TABLE {table} (LIKE coupon INCLUDING ALL)")
+            if with_fks:
+                await connection.execute(
+                    f"ALTER TABLE {table} "
+                    "ADD FOREIGN KEY (campaign_id) REFERENCES campaign (id), "
+                    "ADD FOREIGN KEY (customer_id) REFERENCES customer (id)"
+                )
+            await connection.execute("CHECKPOINT")
+            began = time.perf_counter()
+            async with connection.transaction():
+                await connection.copy_records_to_table(table, records=rows, columns=COUPON_COLUMNS)
+            results[table] = time.perf_counter() - began
+            await connection.execute(f"DROP TABLE {table}")
+        await connection.execute("CHECKPOINT")
+    finally:
+        await connection.close()
+    return results
+
+
+async def issuance_run(
+    database_url: str,
+    campaign_id: uuid.UUID,
+    body: list[bytes],
+    chunk_size: int,
+    timings: Timings,
+) -> tuple[float, float, Any]:
+    from coalition.campaigns.services import issuance
+    from coalition.platform.db import make_engine, make_sessionmaker
+    from coalition.platform.settings import Settings
+
+    settings = Settings(database_url=database_url)
+    engine = make_engine(settings, pool_size=1)
+    try:
+        async with make_sessionmaker(engine)() as session:
+            began = time.perf_counter()
+            with timings.phase("upload (total)"):
+                upload = await issuance.create_operator_issuance(
+                    session, settings, campaign_id, body.pop()
+                )
+            uploaded = time.perf_counter() - began
+            batch_id = upload.batch.id
+            # The upload is an API request and the job runs in a worker: the job's process
+            # does not hold the parsed file (a big heap makes every garbage collection slow).
+            del upload
+            gc.collect()
+            chunks = 0
+
+            def progress(_: Any) -> None:
+                nonlocal chunks
+                chunks += 1
+
+            with timings.phase("job (total)"):
+                result = await issuance.issue_batch(
+                    session, batch_id, chunk_size=chunk_size, on_progress=progress
+                )
+            total = time.perf_counter() - began
+            timings.calls["job (total)"] = chunks
+    finally:
+        await engine.dispose()
+    return uploaded, total, result
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--count", type=int, default=1_000_000, help="coupons to issue")
+    parser.add_argument("--chunk-size", type=int, default=None, help="targets per transaction")
+    args = parser.parse_args()
+    count: int = args.count
+
+    import structlog
+
+    from coalition.campaigns.services import issuance
+    from coalition.platform import migrate
+
+    structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(30))
+    chunk_size = args.chunk_size or issuance.CHUNK_SIZE
+    print(f"bulk issuance benchmark: {count:,} targeted coupons, chunks of {chunk_size:,}")
+    print(f"machine: {os.cpu_count()} CPUs, Python {sys.version.split()[0]}")
+    with fresh_database() as (database_url, where):
+        print(f"database: {where}")
+        began = time.perf_counter()
+        migrate.upgrade(database_url)
+        campaign_id, customers = asyncio.run(setup(database_url, count))
+        csv_body = ("customer_id\n" + "\n".join(customers) + "\n").encode()
+        print(
+            f"setup: migrated, {count:,} customers, active campaign, CSV of "
+            f"{len(csv_body) / 2**20:.1f} MiB ({time.perf_counter() - began:.1f} s, not timed)"
+        )
+
+        copies = asyncio.run(baseline(database_url, campaign_id, customers))
+        base = copies["bench_coupon"]
+        with_fks = copies["bench_coupon_fk"]
+        print()
+        print(
+            f"baseline  COPY {count:,} rows, same indexes:      {base:7.2f} s  "
+            f"{count / base:>11,.0f} rows/s"
+        )
+        print(
+            f"          COPY {count:,} rows, indexes + FKs:     {with_fks:7.2f} s  "
+            f"{count / with_fks:>11,.0f} rows/s"
+        )
+
+        del customers
+        gc.collect()
+        timings = Timings()
+        instrument(timings)
+        body, csv_body = [csv_body], b""
+        uploaded, total, result = asyncio.run(
+            issuance_run(database_url, campaign_id, body, chunk_size, timings)
+        )
+        assert result.status == "completed" and result.issued == count, result
+        print(
+            f"issuance  end to end (upload + job):      {total:7.2f} s  "
+            f"{count / total:>11,.0f} rows/s"
+        )
+        print(f"          of which upload {uploaded:.2f} s, job {total - uploaded:.2f} s")
+        print(
+            f"ratio     issuance / baseline (same indexes) = {total / base:.2f}x, "
+            f"/ baseline with FKs = {total / with_fks:.2f}x"
+        )
+        verdict = "met" if total <= TARGET_SECONDS else "MISSED"
+        print(
+            f"target    <= {TARGET_SECONDS:.0f} s at 1,000,000: {verdict}"
+            + (f" (by {total - TARGET_SECONDS:.1f} s)" if total > TARGET_SECONDS else "")
+            + ("" if count == 1_000_000 else f" (this run: {count:,})")
+        )
+        print()
+        print("where the issuance time went (wall seconds; db: = waiting on PostgreSQL):")
+        for label, seconds in sorted(timings.seconds.items(), key=lambda kv: -kv[1]):
+            print(f"  {label:<34} {seconds:7.2f} s  ({timings.calls[label]} calls)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

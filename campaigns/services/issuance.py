@@ -1,0 +1,1235 @@
+"""Bulk issuance: a campaign's coupons for a targeted list, written in chunks, resumable.
+
+1. **Upload** (`create_csv_issuance`, `create_audience_issuance`): the owner's staff send a CSV
+   (a header row naming a `customer_id` or a `phone` column) or ask for the campaign's audience.
+   Rows are checked (malformed value, duplicate in the file, unknown customer) and the accepted
+   ones are written with COPY as `IssueBatchTarget` rows numbered by their line in the file.
+   Every rejected row is counted in `rejected`; the first `MAX_STORED_ERRORS` (by line) are
+   kept in `IssueBatch.errors`. The batch is recorded `pending` with its job in one commit.
+2. **Issuing** (`issue_batch`, the `issue_batch` job): targets without a coupon are taken in
+   row order, `chunk_size` at a time, each chunk in ONE transaction that locks the batch row,
+   takes the chunk's capacity from every `ClaimSlot` of the campaign (locked FOR UPDATE; their
+   CHECK constraints stay the arbiter against overselling), COPYs the coupons (status `issued`,
+   the customer's next `holder_seq`, the claim's reservation and funder parts, validity from
+   the issue time), marks the targets done (`coupon_id`), deletes the targets refused for the
+   per-customer limit (their error is reported), bumps the `issued` figures and the batch's
+   counters. A worker killed at any point leaves whole chunks done or not done, so running the
+   job again resumes at the first target without a coupon: no duplicates, no gaps. When the
+   quantity, the budget or a funder's cap runs out, the coupons that fit are issued and the
+   batch stops `failed` with a batch-level error (`line` null); nothing is oversold.
+3. **Notifications** need the subscribers' phone numbers, which the platform never stores. They
+   are sent only by the process that holds them: `coalition issue FILE.csv --notify` (a `phone`
+   column) issues in-process and texts each coupon after its chunk commits (at most once: a
+   crash between a commit and its texts loses those texts). The HTTP API refuses `notify`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import bisect
+import contextlib
+import csv
+import gc
+import hashlib
+import heapq
+import io
+import os
+import re
+import uuid
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from enum import StrEnum
+from functools import partial
+from itertools import chain, repeat
+from typing import Any, Literal
+
+import asyncpg
+import msgspec
+import structlog
+from sqlalchemy import func, text
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession
+from sqlmodel import col, select
+
+from coalition.campaigns import codes, domain, qr
+from coalition.campaigns.models import Campaign, IssueBatch
+from coalition.campaigns.schemas.issuance import (
+    IssuanceRead,
+    IssuanceRowError,
+    IssuanceSummary,
+)
+from coalition.campaigns.services import figures, slots
+from coalition.campaigns.services.coupons import CampaignNotActive, funding_of
+from coalition.platform import audit, idempotency
+from coalition.platform.auth import Principal
+from coalition.platform.db import utcnow
+from coalition.platform.errors import DomainError, Forbidden, NotFound, ValidationFailed
+from coalition.platform.jobs import commit, enqueue
+from coalition.platform.settings import Settings
+
+log = structlog.get_logger("coalition.issuance")
+
+CHUNK_SIZE = 25_000  # targets per transaction
+MAX_STORED_ERRORS = 1_000  # error entries kept per batch; every rejection is counted
+MAX_UPLOAD_BYTES = 64 * 1024 * 1024
+CHUNK_ATTEMPTS = 5  # a chunk lost to a unique conflict (a concurrent claim) is simply redone
+JOB_NAME = "issue_batch"
+FINISHED = ("completed", "failed")
+TargetKind = Literal["customer_id", "phone"]
+
+
+class RowError(StrEnum):
+    """Why a row got no coupon. The values are stable codes."""
+
+    MISSING_VALUE = "missing_value"
+    MALFORMED_CUSTOMER_ID = "malformed_customer_id"
+    MALFORMED_PHONE = "malformed_phone"
+    DUPLICATE = "duplicate"
+    UNKNOWN_CUSTOMER = "unknown_customer"
+    LIMIT_REACHED = "per_customer_limit_reached"
+
+
+class BatchError(StrEnum):
+    """Why a batch stopped before its last row (reported with `line` null)."""
+
+    SOLD_OUT = "sold_out"
+    BUDGET_EXHAUSTED = "budget_exhausted"
+    CAMPAIGN_NOT_ACTIVE = "campaign_not_active"
+    VALIDITY_OVER = "validity_over"
+
+
+class IssuanceNotFound(NotFound):
+    code, title = "issuance_not_found", "Issuance not found"
+
+
+class UnusableUpload(ValidationFailed):
+    code, title = "issuance_file_invalid", "The uploaded file cannot be used"
+
+
+class NotifyUnavailable(ValidationFailed):
+    code, title = "notify_unavailable", "Coupons cannot be texted from here"
+
+
+class NotCampaignOwner(Forbidden):
+    code, title = "not_campaign_owner", "Only the campaign owner's staff issue its coupons"
+
+
+# --- codes and ids in bulk -------------------------------------------------------------------
+
+_BODY = codes.BODY_LENGTH
+_STRIDE = codes.CODE_LENGTH + 1  # a code and its line break
+_ALPHABET = codes.ALPHABET.encode("ascii")
+# A random byte's low five bits are uniform over 0..31, so each table below maps a uniformly
+# random byte to a uniformly random symbol (or to that symbol's Luhn contribution).
+_SYMBOL = bytes(_ALPHABET[b & 31] for b in range(256))
+_SINGLE = bytes(b & 31 for b in range(256))
+_DOUBLE = bytes((2 * (b & 31)) // 32 + (2 * (b & 31)) % 32 for b in range(256))
+_CHECK = bytes(_ALPHABET[-b % 32] for b in range(256))  # sum (mod 32) -> check symbol
+_UUID_VERSION = bytes((b & 0x0F) | 0x40 for b in range(256))
+_UUID_VARIANT = bytes((b & 0x3F) | 0x80 for b in range(256))
+
+
+def codes_batch(n: int) -> list[str]:
+    """`n` fresh coupon codes in the format of `codes.new_code()` (13 CSPRNG Crockford symbols
+    and a Luhn mod 32 check symbol), made with bytes operations instead of a loop per symbol.
+
+    The check symbols of all codes are summed at once: the k-th symbols of every code, mapped
+    to their Luhn contributions, are read as one little-endian integer, one byte per code, and
+    the 13 integers are added. A byte never carries into the next one: eight contributions are
+    at most 8 * 31 = 248, then the sums are reduced mod 32 before the last five are added.
+    """
+    if n <= 0:
+        return []
+    raw = os.urandom(_BODY * n)
+    total = 0
+    for k in range(_BODY):
+        # Luhn doubles the rightmost symbol and every second one to its left.
+        table = _DOUBLE if (_BODY - 1 - k) % 2 == 0 else _SINGLE
+        total += int.from_bytes(raw[k::_BODY].translate(table), "little")
+        if k == 7:
+            total = int.from_bytes(total.to_bytes(n, "little").translate(_SINGLE), "little")
+    checks = total.to_bytes(n, "little").translate(_CHECK)
+    symbols = raw.translate(_SYMBOL)
+    out = bytearray(_STRIDE * n)
+    for k in range(_BODY):
+        out[k::_STRIDE] = symbols[k::_BODY]
+    out[_BODY::_STRIDE] = checks
+    out[_BODY + 1 :: _STRIDE] = b"\n" * n
+    return out[:-1].decode("ascii").split("\n")
+
+
+def uuid4_batch(n: int) -> list[str]:
+    """`n` random (version 4) UUIDs as 32 hex digits, the form PostgreSQL reads."""
+    if n <= 0:
+        return []
+    raw = bytearray(os.urandom(16 * n))
+    raw[6::16] = raw[6::16].translate(_UUID_VERSION)
+    raw[8::16] = raw[8::16].translate(_UUID_VARIANT)
+    return raw.hex("\n", 16).split("\n")
+
+
+# --- the upload ------------------------------------------------------------------------------
+
+_CANONICAL_UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}\Z")
+COLUMNS: tuple[TargetKind, ...] = ("customer_id", "phone")
+
+
+def row_error(line: int | None, value: str | None, reason: str, detail: str) -> dict[str, Any]:
+    return {"line": line, "value": value, "reason": reason, "detail": detail}
+
+
+@dataclass(slots=True)
+class ParsedUpload:
+    """An upload's rows after the checks that need no database."""
+
+    kind: TargetKind
+    total: int = 0  # data rows (blank lines are not rows)
+    lines: list[int] = field(default_factory=list)  # accepted rows, ascending
+    values: list[str] = field(default_factory=list)  # customer id, or external id hash
+    hints: list[str] = field(default_factory=list)  # phone uploads: masked numbers
+    phones: list[str] = field(default_factory=list)  # phone uploads with keep_phones: E.164
+    rejected: int = 0
+    errors: list[dict[str, Any]] = field(default_factory=list)  # the first MAX_STORED_ERRORS
+
+    def reject(self, line: int, value: str | None, reason: RowError, detail: str) -> None:
+        self.rejected += 1
+        if len(self.errors) < MAX_STORED_ERRORS:
+            self.errors.append(row_error(line, value, reason, detail))
+
+    def phone_of_line(self, line: int) -> str | None:
+        index = bisect.bisect_left(self.lines, line)
+        if self.phones and index < len(self.lines) and self.lines[index] == line:
+            return self.phones[index]
+        return None
+
+
+def parse_upload(
+    data: bytes,
+    *,
+    hash_phone: Callable[[str], str] | None = None,
+    keep_phones: bool = False,
+) -> ParsedUpload:
+    """Read an uploaded CSV: a header row naming a `customer_id` column (our customer ids) or a
+    `phone` column (numbers, hashed with `hash_phone`; never kept unless `keep_phones`).
+
+    Pure: no I/O. Raises `UnusableUpload` when the file as a whole cannot be used.
+    """
+    from coalition.platform.sms import mask_phone, normalize_phone
+
+    try:
+        content = data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise UnusableUpload("The file is not UTF-8 text", field="file") from exc
+    reader = csv.reader(io.StringIO(content, newline=""))
+    try:
+        header = next(reader, None)
+        names = [name.strip().lower() for name in header or []]
+        kind = next((c for c in COLUMNS if c in names), None)
+        if kind is None:
+            raise UnusableUpload(
+                "The first line must be a header naming a `customer_id` or a `phone` column",
+                field="file",
+            )
+        hasher: Callable[[str], str] = hash_phone or _no_phones
+        column = names.index(kind)
+        parsed = ParsedUpload(kind=kind)
+        seen: dict[str, int] = {}
+        lines, values = parsed.lines, parsed.values
+        for fields in reader:
+            line = reader.line_num
+            if not fields or (len(fields) == 1 and not fields[0].strip()):
+                continue  # a blank line
+            parsed.total += 1
+            raw = fields[column].strip() if column < len(fields) else ""
+            if not raw:
+                parsed.reject(line, None, RowError.MISSING_VALUE, f"No {kind} on this line")
+                continue
+            if kind == "customer_id":
+                value = raw if _CANONICAL_UUID.match(raw) else _canonical_uuid(raw)
+                shown = raw[:64]
+                if value is None:
+                    parsed.reject(
+                        line, shown, RowError.MALFORMED_CUSTOMER_ID, "Not a customer id (UUID)"
+                    )
+                    continue
+            else:
+                shown = mask_phone(raw)
+                try:
+                    e164 = normalize_phone(raw)
+                except DomainError as exc:
+                    parsed.reject(line, shown, RowError.MALFORMED_PHONE, exc.detail)
+                    continue
+                value = hasher(e164)
+            first = seen.get(value)
+            if first is not None:
+                parsed.reject(line, shown, RowError.DUPLICATE, f"Same customer as line {first}")
+                continue
+            seen[value] = line
+            lines.append(line)
+            values.append(value)
+            if kind == "phone":
+                parsed.hints.append(shown)
+                if keep_phones:
+                    parsed.phones.append(e164)
+    except csv.Error as exc:
+        raise UnusableUpload(f"Line {reader.line_num}: {exc}", field="file") from exc
+    if parsed.total == 0:
+        raise UnusableUpload("The file has no rows after its header", field="file")
+    return parsed
+
+
+def _no_phones(e164: str) -> str:
+    raise UnusableUpload("Phone numbers cannot be matched here", field="file")
+
+
+def _canonical_uuid(raw: str) -> str | None:
+    try:
+        return str(uuid.UUID(raw))
+    except ValueError:
+        return None
+
+
+async def _driver(session: AsyncSession) -> Any:
+    """The asyncpg connection under the session, inside the session's open transaction."""
+    connection = await session.connection()
+    raw = await connection.get_raw_connection()
+    driver = raw.driver_connection
+    if driver is None or not driver.is_in_transaction():
+        raise RuntimeError("bulk statements must run inside the session's transaction")
+    return driver
+
+
+async def _campaign_to_issue(
+    session: AsyncSession, principal: Principal | None, campaign_id: uuid.UUID
+) -> Campaign:
+    """The campaign, if the caller's organization owns it and it is running now.
+
+    Only an active campaign has capacity to take from (its claim slots open at activation),
+    so approved campaigns are refused as well as paused or ended ones.
+    """
+    campaign = await session.get(Campaign, campaign_id)
+    if campaign is None or (
+        principal is not None and not principal.may_access(campaign.owner_org_id)
+    ):
+        raise NotFound("Campaign not found")
+    if principal is not None and principal.org_id != campaign.owner_org_id:
+        raise NotCampaignOwner()
+    now = utcnow()
+    if campaign.status != "active" or not campaign.starts_at <= now < campaign.ends_at:
+        raise CampaignNotActive(
+            f"Coupons are issued only while the campaign is active (it is {campaign.status})"
+        )
+    return campaign
+
+
+def _new_batch(
+    campaign: Campaign, *, source: str, notify: bool, actor: Principal | None
+) -> IssueBatch:
+    return IssueBatch(
+        campaign_id=campaign.id,
+        org_id=campaign.owner_org_id,
+        source=source,
+        status="pending",
+        notify=notify,
+        created_by=actor.user_id if actor is not None else None,
+    )
+
+
+async def _record(
+    session: AsyncSession,
+    batch: IssueBatch,
+    actor: Principal | None,
+    *,
+    run_in_worker: bool,
+) -> None:
+    audit.record(
+        session,
+        actor,
+        org_id=batch.org_id,
+        action="issuance.created",
+        subject_type="issue_batch",
+        subject_id=batch.id,
+        after={
+            "campaign_id": str(batch.campaign_id),
+            "source": batch.source,
+            "total": batch.total,
+            "rejected": batch.rejected,
+            "notify": batch.notify,
+        },
+    )
+    if run_in_worker:
+        await enqueue(session, JOB_NAME, str(batch.id), key=f"{JOB_NAME}:{batch.id}")
+
+
+class PhoneHasher:
+    """The keyed hash the customers module gives a subscriber's E.164 number (its key is
+    read on first use, so uploads of customer ids never need the customers settings)."""
+
+    def __init__(self, settings: Settings) -> None:
+        self._settings = settings
+        self._hash: Callable[[str], str] | None = None
+
+    def __call__(self, e164: str) -> str:
+        if self._hash is None:
+            from coalition.campaigns.services.customer_tokens import (
+                customer_config,
+                external_id_hash,
+            )
+
+            self._hash = partial(external_id_hash, customer_config(self._settings).id_key)
+        return self._hash(e164)
+
+
+def phone_hasher(settings: Settings) -> Callable[[str], str]:
+    return PhoneHasher(settings)
+
+
+async def store_upload(
+    session: AsyncSession,
+    campaign: Campaign,
+    parsed: ParsedUpload,
+    *,
+    actor: Principal | None,
+    notify: bool = False,
+    run_in_worker: bool = True,
+) -> IssueBatch:
+    """Write the batch and its accepted targets (COPY), report unknown customers, and record
+    the job (unless `run_in_worker` is false). The caller commits."""
+    batch = _new_batch(campaign, source="csv", notify=notify, actor=actor)
+    batch.total = parsed.total
+    session.add(batch)
+    await session.flush()
+    driver = await _driver(session)
+    if parsed.kind == "customer_id":
+        await driver.copy_records_to_table(
+            "issue_batch_target",
+            records=zip(repeat(str(batch.id)), parsed.lines, parsed.values, strict=False),
+            columns=["batch_id", "row_number", "customer_id"],
+        )
+        unknown = await driver.fetch(
+            "DELETE FROM issue_batch_target t WHERE t.batch_id = $1 AND NOT EXISTS "
+            "(SELECT 1 FROM customer c WHERE c.id = t.customer_id) "
+            "RETURNING t.row_number, t.customer_id::text",
+            batch.id,
+        )
+        missing = sorted((r[0], r[1]) for r in unknown)
+    else:
+        await driver.execute(
+            "CREATE TEMPORARY TABLE issue_upload (row_number integer, external_id_hash text) "
+            "ON COMMIT DROP"
+        )
+        await driver.copy_records_to_table(
+            "issue_upload",
+            records=zip(parsed.lines, parsed.values, strict=False),
+            columns=["row_number", "external_id_hash"],
+        )
+        await driver.execute(
+            "INSERT INTO issue_batch_target (batch_id, row_number, customer_id) "
+            "SELECT $1, u.row_number, c.id FROM issue_upload u "
+            "JOIN customer c ON c.external_id_hash = u.external_id_hash",
+            batch.id,
+        )
+        unknown = await driver.fetch(
+            "SELECT u.row_number FROM issue_upload u WHERE NOT EXISTS "
+            "(SELECT 1 FROM customer c WHERE c.external_id_hash = u.external_id_hash) "
+            "ORDER BY u.row_number"
+        )
+        hint = dict(zip(parsed.lines, parsed.hints, strict=True)) if unknown else {}
+        missing = [(r[0], hint.get(r[0])) for r in unknown]
+    unknown_errors = [
+        row_error(line, value, RowError.UNKNOWN_CUSTOMER, "No such customer")
+        for line, value in missing[:MAX_STORED_ERRORS]
+    ]
+    batch.rejected = parsed.rejected + len(missing)
+    batch.errors = list(heapq.merge(parsed.errors, unknown_errors, key=lambda e: e["line"] or 0))[
+        :MAX_STORED_ERRORS
+    ]
+    await _record(session, batch, actor, run_in_worker=run_in_worker)
+    log.info(
+        "issuance_uploaded",
+        batch_id=str(batch.id),
+        total=batch.total,
+        rejected=batch.rejected,
+        targets=batch.total - batch.rejected,
+    )
+    return batch
+
+
+@dataclass(frozen=True, slots=True)
+class Created:
+    """A created batch as the API shows it; `replayed` when an Idempotency-Key replay."""
+
+    read: IssuanceRead
+    replayed: bool
+
+
+async def _create_once(
+    session: AsyncSession,
+    principal: Principal,
+    idempotency_key: str | None,
+    request: dict[str, Any],
+    create: Callable[[], Awaitable[IssueBatch]],
+) -> Created:
+    """Run `create` and commit, once per Idempotency-Key (optional) of the organization."""
+    scope = idempotency.new_scope("issuance", principal.org_id)
+    fingerprint = idempotency.request_fingerprint("POST", "/issuances", request)
+    if idempotency_key is not None:
+        replay = await idempotency.begin(
+            session, scope=scope, key=idempotency_key, fingerprint=fingerprint
+        )
+        if replay is not None:
+            await session.rollback()
+            return Created(msgspec.convert(replay.response, IssuanceRead), replayed=True)
+    batch = await create()
+    read = issuance_read(batch)
+    if idempotency_key is not None:
+        await idempotency.finish(
+            session,
+            scope=scope,
+            key=idempotency_key,
+            status_code=202,
+            response=msgspec.to_builtins(read),
+        )
+    await commit(session)
+    return Created(read, replayed=False)
+
+
+async def create_csv_issuance(
+    session: AsyncSession,
+    settings: Settings,
+    principal: Principal,
+    campaign_id: uuid.UUID,
+    data: bytes,
+    *,
+    notify: bool = False,
+    idempotency_key: str | None = None,
+) -> Created:
+    """Upload a CSV of targets for a running campaign; the `issue_batch` job issues them.
+
+    With an Idempotency-Key, a retried upload (same key, same file) returns the first batch
+    instead of making a second one; the same key with another file is a 422.
+    """
+    if notify:
+        raise NotifyUnavailable(
+            "The platform keeps no phone numbers, so it cannot text coupons later: "
+            "run `coalition issue CAMPAIGN FILE.csv --notify` with a `phone` column",
+            field="notify",
+        )
+    if len(data) > MAX_UPLOAD_BYTES:
+        raise UnusableUpload(f"At most {MAX_UPLOAD_BYTES} bytes per upload", field="file")
+
+    async def create() -> IssueBatch:
+        campaign = await _campaign_to_issue(session, principal, campaign_id)
+        parsed = await asyncio.to_thread(parse_upload, data, hash_phone=phone_hasher(settings))
+        return await store_upload(session, campaign, parsed, actor=principal)
+
+    request = {"campaign_id": str(campaign_id), "csv_sha256": hashlib.sha256(data).hexdigest()}
+    return await _create_once(session, principal, idempotency_key, request, create)
+
+
+@dataclass(frozen=True, slots=True)
+class OperatorUpload:
+    batch: IssueBatch
+    parsed: ParsedUpload
+
+
+async def create_operator_issuance(
+    session: AsyncSession,
+    settings: Settings,
+    campaign_id: uuid.UUID,
+    data: bytes,
+    *,
+    notify: bool = False,
+) -> OperatorUpload:
+    """`coalition issue`: upload as the operator (no tenant; the batch is the owner's).
+
+    With `notify` the file needs a `phone` column; the numbers stay in this process (the
+    returned `parsed.phones`) and no job is recorded: this process must issue the batch
+    (`issue_batch(..., notifier=sms_notifier(...))`), as no worker could text the coupons.
+    """
+    campaign = await _campaign_to_issue(session, None, campaign_id)
+    parsed = await asyncio.to_thread(
+        parse_upload, data, hash_phone=phone_hasher(settings), keep_phones=notify
+    )
+    if notify and parsed.kind != "phone":
+        raise NotifyUnavailable("Texting coupons needs a `phone` column", field="notify")
+    batch = await store_upload(
+        session, campaign, parsed, actor=None, notify=notify, run_in_worker=not notify
+    )
+    await commit(session)
+    return OperatorUpload(batch, parsed)
+
+
+async def create_audience_issuance(
+    session: AsyncSession,
+    principal: Principal,
+    campaign_id: uuid.UUID,
+    *,
+    notify: bool = False,
+    idempotency_key: str | None = None,
+) -> Created:
+    """Target every customer of the campaign's audience: its tier range, tags and network for
+    a segment; its list for a targeted campaign; everybody for an open one."""
+    if notify:
+        raise NotifyUnavailable(
+            "The platform keeps no phone numbers, so it cannot text an audience",
+            field="notify",
+        )
+
+    async def create() -> IssueBatch:
+        campaign = await _campaign_to_issue(session, principal, campaign_id)
+        batch = _new_batch(campaign, source="audience", notify=False, actor=principal)
+        session.add(batch)
+        await session.flush()
+        conditions, params = _audience_filter(campaign)
+        inserted = await session.execute(
+            text(
+                "WITH targets AS ("  # noqa: S608 (fixed fragments; values are bound parameters)
+                "INSERT INTO issue_batch_target (batch_id, row_number, customer_id) "
+                "SELECT :batch, row_number() OVER (ORDER BY c.created_at, c.id), c.id "
+                f"FROM customer c WHERE {' AND '.join(conditions)} RETURNING 1"
+                ") SELECT count(*) FROM targets"
+            ),
+            {"batch": batch.id, **params},
+        )
+        batch.total = int(inserted.scalar_one())
+        await _record(session, batch, principal, run_in_worker=True)
+        return batch
+
+    request = {"campaign_id": str(campaign_id), "audience": True}
+    return await _create_once(session, principal, idempotency_key, request, create)
+
+
+def _audience_filter(campaign: Campaign) -> tuple[list[str], dict[str, Any]]:
+    conditions: list[str] = ["TRUE"]
+    params: dict[str, Any] = {}
+    if campaign.audience == "targeted":
+        conditions.append(
+            "EXISTS (SELECT 1 FROM campaign_target t "
+            "WHERE t.campaign_id = :campaign AND t.customer_id = c.id)"
+        )
+        params["campaign"] = campaign.id
+    elif campaign.audience == "segment":
+        if campaign.audience_min_tier is not None:
+            conditions.append("c.tier >= :min_tier")
+            params["min_tier"] = campaign.audience_min_tier
+        if campaign.audience_max_tier is not None:
+            conditions.append("c.tier <= :max_tier")
+            params["max_tier"] = campaign.audience_max_tier
+        if campaign.audience_tags:
+            conditions.append("c.tags && CAST(:tags AS text[])")
+            params["tags"] = list(campaign.audience_tags)
+        if campaign.audience_on_network_only:
+            conditions.append("c.on_network")
+    return conditions, params
+
+
+# --- capacity --------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class SlotRoom:
+    """A claim slot's state: what is left, and what its coupons hold per funder."""
+
+    slot: int
+    quantity: int
+    budget: int
+    funders: list[int | None]  # room per funder; None = no cap
+    held: list[int]
+
+
+@dataclass(frozen=True, slots=True)
+class CapacityPlan:
+    count: int  # coupons that fit (at most the number wanted)
+    shortfall: BatchError | None  # why fewer than wanted fit
+    per_slot: list[int]  # coupons charged to each slot, aligned with the input
+    after: list[SlotRoom]  # every slot's new state
+
+
+def _spread(total: int, parts: int) -> list[int]:
+    base, extra = divmod(total, parts)
+    return [base + (1 if i < extra else 0) for i in range(parts)]
+
+
+def plan_capacity(
+    rooms: Sequence[SlotRoom], wanted: int, reservation: int, parts: Sequence[int]
+) -> CapacityPlan:
+    """Take `wanted` coupons' worth (or as many as fit) from a campaign's slots, together.
+
+    The room of all slots counts, not of each (the claim path's `_gather` does the same when
+    a campaign runs dry): the slots are then rewritten with the remainder spread evenly, and
+    each coupon is charged to one slot (what it holds is handed back there). Pure.
+    """
+    if not rooms:
+        return CapacityPlan(0, BatchError.SOLD_OUT if wanted else None, [], [])
+    quantity = sum(r.quantity for r in rooms)
+    budget = sum(r.budget for r in rooms)
+    fits = {BatchError.SOLD_OUT: quantity}
+    by_budget = [budget // reservation] if reservation > 0 else []
+    funder_room: list[int | None] = []
+    for i, part in enumerate(parts):
+        capped = [r.funders[i] for r in rooms if r.funders[i] is not None]
+        room = sum(v for v in capped if v is not None) if capped else None
+        funder_room.append(room)
+        if room is not None and part > 0:
+            by_budget.append(room // part)
+    if by_budget:
+        fits[BatchError.BUDGET_EXHAUSTED] = min(by_budget)
+    count = max(0, min(wanted, *fits.values()))
+    shortfall = None if count == wanted else min(fits, key=lambda k: fits[k])
+    per_slot = _spread(count, len(rooms))
+    quantities = _spread(quantity - count, len(rooms))
+    budgets = _spread(budget - count * reservation, len(rooms))
+    funders: list[list[int | None]] = [list(r.funders) for r in rooms]
+    for i, room in enumerate(funder_room):
+        if room is None:
+            continue
+        capped_slots = [s for s, r in enumerate(rooms) if r.funders[i] is not None]
+        for s, value in zip(
+            capped_slots, _spread(room - count * parts[i], len(capped_slots)), strict=True
+        ):
+            funders[s][i] = value
+    after = [
+        SlotRoom(
+            slot=r.slot,
+            quantity=quantities[s],
+            budget=budgets[s],
+            funders=funders[s],
+            held=[h + per_slot[s] * part for h, part in zip(r.held, parts, strict=True)],
+        )
+        for s, r in enumerate(rooms)
+    ]
+    return CapacityPlan(count, shortfall, per_slot, after)
+
+
+# --- issuing ---------------------------------------------------------------------------------
+
+COUPON_COLUMNS = [
+    "id",
+    "campaign_id",
+    "code",
+    "customer_id",
+    "holder_seq",
+    "status",
+    "slot",
+    "reserved_amount",
+    "funder_reserved",
+    "valid_from",
+    "valid_until",
+    "issued_at",
+    "batch_id",
+]
+_NEXT_TARGETS = (
+    "SELECT row_number, customer_id FROM issue_batch_target "
+    "WHERE batch_id = $1 AND coupon_id IS NULL AND row_number > $2 "
+    "ORDER BY row_number LIMIT $3"
+)
+_HOLDINGS = (
+    "SELECT customer_id, count(*) FILTER (WHERE status <> 'void'), max(holder_seq) "
+    "FROM coupon WHERE campaign_id = $1 AND customer_id = ANY($2::uuid[]) GROUP BY customer_id"
+)
+_LOCK_SLOTS = (
+    "SELECT slot, remaining_quantity, remaining_budget, funder_remaining, funder_held "
+    "FROM claim_slot WHERE campaign_id = $1 ORDER BY slot FOR UPDATE"
+)
+_UPDATE_SLOT = (
+    "UPDATE claim_slot SET remaining_quantity = $3, remaining_budget = $4, "
+    "funder_remaining = $5::bigint[], funder_held = $6::bigint[], claimed = claimed + $7 "
+    "WHERE campaign_id = $1 AND slot = $2"
+)
+# The row range lets the planner read just the chunk's rows (by the primary key) instead of
+# hashing the whole batch's targets for every chunk.
+_MARK_DONE = (
+    "UPDATE issue_batch_target t SET coupon_id = v.coupon_id "
+    "FROM unnest($2::integer[], $3::uuid[]) AS v(row_number, coupon_id) "
+    "WHERE t.batch_id = $1 AND t.row_number = v.row_number "
+    "AND t.row_number BETWEEN $4 AND $5"
+)
+_DROP_REFUSED = (
+    "DELETE FROM issue_batch_target WHERE batch_id = $1 AND row_number = ANY($2::integer[])"
+)
+
+
+@dataclass(frozen=True, slots=True)
+class IssuedCoupon:
+    row_number: int
+    customer_id: uuid.UUID
+    code: str
+    valid_until: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class BatchProgress:
+    batch_id: uuid.UUID
+    status: str
+    total: int
+    issued: int
+    rejected: int
+
+    @property
+    def remaining(self) -> int:
+        return max(self.total - self.issued - self.rejected, 0)
+
+    @property
+    def finished(self) -> bool:
+        return self.status in FINISHED
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "batch_id": str(self.batch_id),
+            "status": self.status,
+            "total": self.total,
+            "issued": self.issued,
+            "rejected": self.rejected,
+            "remaining": self.remaining,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class ChunkInfo:
+    """What a chunk is about to commit (given to the `before_commit` test hook)."""
+
+    batch_id: uuid.UUID
+    number: int  # 1 for the first chunk of this run
+    issued: int
+    refused: int
+
+
+Notifier = Callable[[Campaign, Sequence[IssuedCoupon]], Awaitable[None]]
+ProgressHook = Callable[[BatchProgress], None]
+ChunkHook = Callable[[ChunkInfo], Awaitable[None]]
+
+
+@dataclass(slots=True)
+class _Chunk:
+    progress: BatchProgress
+    last_row: int
+    coupons: list[IssuedCoupon]
+    campaign: Campaign | None
+
+
+def _progress(batch: IssueBatch) -> BatchProgress:
+    return BatchProgress(batch.id, batch.status, batch.total, batch.issued, batch.rejected)
+
+
+def _stop(batch: IssueBatch, status: str, now: datetime, error: dict[str, Any] | None) -> None:
+    batch.status, batch.finished_at = status, now
+    if error is not None:
+        # Batch-level errors are few and always kept, even past the cap on row errors.
+        batch.errors = [*batch.errors, error]
+
+
+async def issue_batch(
+    session: AsyncSession,
+    batch_id: uuid.UUID,
+    *,
+    chunk_size: int = CHUNK_SIZE,
+    max_chunks: int | None = None,
+    on_progress: ProgressHook | None = None,
+    before_commit: ChunkHook | None = None,
+    notifier: Notifier | None = None,
+) -> BatchProgress:
+    """Issue the batch's coupons, chunk by chunk, until it is done (or `max_chunks` chunks).
+
+    Safe to run again, or twice at once: chunks are serialized on the batch row and each
+    takes the next targets without a coupon. A pending or running batch resumes; a finished
+    one is left alone.
+    """
+    last_row = 0
+    number = 0
+    while max_chunks is None or number < max_chunks:
+        number += 1
+        run = _Run(batch_id, chunk_size, number, before_commit, keep_coupons=notifier is not None)
+        with _gc_paused():
+            chunk = await _issue_chunk_with_retries(session, run, last_row)
+        last_row = chunk.last_row
+        if notifier is not None and chunk.coupons and chunk.campaign is not None:
+            await notifier(chunk.campaign, chunk.coupons)
+        if on_progress is not None:
+            on_progress(chunk.progress)
+        if chunk.progress.finished:
+            log.info("issuance_finished", **chunk.progress.as_dict())
+            return chunk.progress
+    batch = await session.get_one(IssueBatch, batch_id, populate_existing=True)
+    await session.commit()  # a read only: a rollback would expire the caller's objects
+    return _progress(batch)
+
+
+@dataclass(frozen=True, slots=True)
+class _Run:
+    batch_id: uuid.UUID
+    chunk_size: int
+    number: int  # of the chunk in this run, from 1
+    before_commit: ChunkHook | None
+    keep_coupons: bool  # for the notifier
+
+
+@contextlib.contextmanager
+def _gc_paused() -> Iterator[None]:
+    """No cyclic garbage collection while a chunk builds its rows: the hundreds of thousands of
+    short-lived tuples would trigger collections that walk the whole heap again and again
+    (about a tenth of the run time), and they hold no cycles (reference counting frees them)."""
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
+
+
+async def _issue_chunk_with_retries(session: AsyncSession, run: _Run, last_row: int) -> _Chunk:
+    batch_id = run.batch_id
+    for attempt in range(1, CHUNK_ATTEMPTS + 1):
+        try:
+            return await _issue_chunk(session, run, last_row)
+        except (asyncpg.UniqueViolationError, IntegrityError) as exc:
+            # A code already taken (65 random bits: next to never) or a holder_seq a
+            # concurrent claim took first: nothing of the chunk was kept; do it again.
+            await session.rollback()
+            if attempt == CHUNK_ATTEMPTS:
+                raise
+            log.warning("issuance_chunk_conflict", batch_id=str(batch_id), error=str(exc))
+        except BaseException:
+            with contextlib.suppress(Exception):
+                await session.rollback()
+            raise
+    raise AssertionError("unreachable")
+
+
+async def _issue_chunk(session: AsyncSession, run: _Run, last_row: int) -> _Chunk:
+    batch_id, chunk_size, number = run.batch_id, run.chunk_size, run.number
+    now = utcnow()
+    batch = (
+        await session.execute(
+            select(IssueBatch)
+            .where(col(IssueBatch.id) == batch_id)
+            .with_for_update()
+            .execution_options(populate_existing=True)
+        )
+    ).scalar_one_or_none()
+    if batch is None:
+        raise IssuanceNotFound()
+    if batch.status in FINISHED:
+        await session.commit()  # nothing changed; releases the lock, keeps loaded objects
+        return _Chunk(_progress(batch), last_row, [], None)
+    # FOR SHARE: the campaign cannot be paused or ended while a chunk is being written.
+    campaign = (
+        await session.execute(
+            select(Campaign)
+            .where(col(Campaign.id) == batch.campaign_id)
+            .with_for_update(read=True)
+            .execution_options(populate_existing=True)
+        )
+    ).scalar_one()
+    if batch.status == "pending":
+        batch.status, batch.started_at = "running", now
+    driver = await _driver(session)
+    targets = await driver.fetch(_NEXT_TARGETS, batch.id, last_row, chunk_size)
+    if not targets:
+        _stop(batch, "completed", now, None)
+        await commit(session)
+        return _Chunk(_progress(batch), last_row, [], None)
+    if campaign.status != "active" or not campaign.starts_at <= now < campaign.ends_at:
+        error = row_error(
+            None,
+            None,
+            BatchError.CAMPAIGN_NOT_ACTIVE,
+            f"The campaign is {campaign.status}; the rows left got no coupon",
+        )
+        _stop(batch, "failed", now, error)
+        await commit(session)
+        return _Chunk(_progress(batch), last_row, [], None)
+    rows = [t[0] for t in targets]
+    customers = [t[1] for t in targets]
+
+    # The per-customer limit: a customer's coupons in this campaign, void ones aside.
+    holdings = {r[0]: (r[1], r[2]) for r in await driver.fetch(_HOLDINGS, campaign.id, customers)}
+    limit = campaign.per_customer_limit
+    if holdings:
+        eligible = [i for i, c in enumerate(customers) if holdings.get(c, (0, 0))[0] < limit]
+        seqs = [(holdings.get(customers[i], (0, 0))[1] or 0) + 1 for i in eligible]
+    else:
+        eligible, seqs = list(range(len(customers))), [1] * len(customers)
+
+    offer = domain.offer_from_json(campaign.offer)
+    reservation = domain.max_discount(offer)
+    funding = await funding_of(session, campaign.id)
+    parts = slots.funder_reservations(reservation, funding.shares_bp)
+    plan = CapacityPlan(0, None, [], [])
+    if eligible:
+        rooms = [
+            SlotRoom(r[0], r[1], r[2], list(r[3]), list(r[4]))
+            for r in await driver.fetch(_LOCK_SLOTS, campaign.id)
+        ]
+        plan = plan_capacity(rooms, len(eligible), reservation, parts)
+    n = plan.count
+    # Rows up to the first eligible one that did not fit are settled in this chunk.
+    end = eligible[n] if n < len(eligible) else len(rows)
+    issued_index = eligible[:n]
+    refused = (
+        [i for i in range(end) if holdings.get(customers[i], (0, 0))[0] >= limit]
+        if holdings
+        else []
+    )
+
+    validity = domain.coupon_validity(
+        offer, claimed_at=now, campaign_ends_at=campaign.ends_at, timezone=campaign.timezone
+    )
+    if n and validity.ends_at <= validity.starts_at:
+        error = row_error(
+            None, None, BatchError.VALIDITY_OVER, "Coupons issued now would already be expired"
+        )
+        _stop(batch, "failed", now, error)
+        await commit(session)
+        return _Chunk(_progress(batch), last_row, [], None)
+
+    coupons: list[IssuedCoupon] = []
+    if n:
+        await driver.executemany(
+            _UPDATE_SLOT,
+            [
+                (campaign.id, r.slot, r.quantity, r.budget, r.funders, r.held, charged)
+                for r, charged in zip(plan.after, plan.per_slot, strict=True)
+            ],
+        )
+        coupon_ids = uuid4_batch(n)
+        new_codes = codes_batch(n)
+        if len(set(new_codes)) != n:  # pragma: no cover - 65 random bits
+            raise asyncpg.UniqueViolationError("duplicate code within a chunk")
+        slot_numbers = list(
+            chain.from_iterable(
+                repeat(r.slot, c) for r, c in zip(plan.after, plan.per_slot, strict=True)
+            )
+        )
+        issued_rows = [rows[i] for i in issued_index]
+        issued_customers = [customers[i] for i in issued_index]
+        records = zip(
+            coupon_ids,
+            repeat(str(campaign.id)),  # (str: asyncpg encodes a uuid.UUID the slow way)
+            new_codes,
+            issued_customers,
+            seqs[:n],
+            repeat("issued"),
+            slot_numbers,
+            repeat(reservation),
+            repeat(parts),
+            repeat(validity.starts_at),
+            repeat(validity.ends_at),
+            repeat(now),
+            repeat(str(batch.id)),
+            strict=False,
+        )
+        await driver.copy_records_to_table("coupon", records=records, columns=COUPON_COLUMNS)
+        await driver.execute(
+            _MARK_DONE, batch.id, issued_rows, coupon_ids, issued_rows[0], issued_rows[-1]
+        )
+        await figures.bump(
+            session,
+            campaign.id,
+            figures.local_day(now, campaign.timezone),
+            number,
+            issued=n,
+        )
+        if run.keep_coupons:
+            coupons = [
+                IssuedCoupon(row, customer, code, validity.ends_at)
+                for row, customer, code in zip(
+                    issued_rows, issued_customers, new_codes, strict=True
+                )
+            ]
+    if refused:
+        await driver.execute(_DROP_REFUSED, batch.id, [rows[i] for i in refused])
+        room = MAX_STORED_ERRORS - len(batch.errors)
+        if room > 0:
+            batch.errors = [
+                *batch.errors,
+                *(
+                    row_error(
+                        rows[i],
+                        str(customers[i]),
+                        RowError.LIMIT_REACHED,
+                        f"The customer already holds {limit} coupon(s) of this campaign",
+                    )
+                    for i in refused[:room]
+                ),
+            ]
+    batch.issued += n
+    batch.rejected += len(refused)
+    if plan.shortfall is not None:
+        left = batch.total - batch.issued - batch.rejected
+        detail = (
+            "Every coupon of the campaign is given out"
+            if plan.shortfall is BatchError.SOLD_OUT
+            else "The campaign's budget (or a funder's cap) is used up"
+        )
+        _stop(
+            batch,
+            "failed",
+            now,
+            row_error(None, None, plan.shortfall, f"{detail}: {left} rows left"),
+        )
+    elif len(targets) < chunk_size and end == len(rows):
+        _stop(batch, "completed", now, None)
+    if run.before_commit is not None:
+        await run.before_commit(ChunkInfo(batch.id, number, n, len(refused)))
+    await commit(session)
+    return _Chunk(_progress(batch), rows[end - 1] if end else last_row, coupons, campaign)
+
+
+async def reopen_batch(session: AsyncSession, batch_id: uuid.UUID) -> BatchProgress:
+    """Let a batch that stopped `failed` (the campaign was paused, or ran out of room) go on
+    from its first target without a coupon when it is run again. Commits."""
+    batch = (
+        await session.execute(
+            select(IssueBatch)
+            .where(col(IssueBatch.id) == batch_id)
+            .with_for_update()
+            .execution_options(populate_existing=True)
+        )
+    ).scalar_one_or_none()
+    if batch is None:
+        raise IssuanceNotFound()
+    if batch.status == "failed":
+        batch.status, batch.finished_at = "running", None
+    progress = _progress(batch)
+    await commit(session)
+    return progress
+
+
+# --- notifications ---------------------------------------------------------------------------
+
+
+@dataclass(slots=True)
+class NotifyTally:
+    sent: int = 0
+    failed: int = 0
+    no_number: int = 0
+
+
+def sms_notifier(
+    settings: Settings, phone_of_row: Callable[[int], str | None], tally: NotifyTally
+) -> Notifier:
+    """Text each issued coupon to the number its upload line gave (numbers stay in memory)."""
+    from coalition.platform.sms import mask_phone, sms_gateway
+
+    gateway = sms_gateway(settings)
+
+    async def notify(campaign: Campaign, issued: Sequence[IssuedCoupon]) -> None:
+        for coupon in issued:
+            phone = phone_of_row(coupon.row_number)
+            if phone is None:
+                tally.no_number += 1
+                continue
+            message = coupon_message(settings, campaign, coupon)
+            try:
+                await gateway.send(phone, message)
+            except DomainError as exc:
+                tally.failed += 1
+                log.warning("issuance_sms_failed", to=mask_phone(phone), error=exc.detail)
+            else:
+                tally.sent += 1
+
+    return notify
+
+
+def coupon_message(settings: Settings, campaign: Campaign, coupon: IssuedCoupon) -> str:
+    until = figures.local_day(coupon.valid_until, campaign.timezone).isoformat()
+    shown = codes.display(coupon.code, campaign.code_prefix)
+    url = qr.coupon_url(settings.public_url, coupon.code)
+    return f"{campaign.name}: your coupon {shown}, valid until {until}. {url}"
+
+
+# --- reading progress ------------------------------------------------------------------------
+
+
+async def get_issuance(
+    session: AsyncSession, principal: Principal, batch_id: uuid.UUID
+) -> IssueBatch:
+    batch = await session.get(IssueBatch, batch_id)
+    if batch is None or not principal.may_access(batch.org_id):
+        raise IssuanceNotFound()
+    return batch
+
+
+async def list_issuances(
+    session: AsyncSession,
+    principal: Principal,
+    campaign_id: uuid.UUID,
+    *,
+    limit: int,
+    offset: int,
+) -> tuple[list[IssueBatch], int]:
+    campaign = await session.get(Campaign, campaign_id)
+    if campaign is None or not principal.may_access(campaign.owner_org_id):
+        raise NotFound("Campaign not found")
+    query = select(IssueBatch).where(col(IssueBatch.campaign_id) == campaign_id)
+    total = (await session.execute(select(func.count()).select_from(query.subquery()))).scalar_one()
+    rows = (
+        (
+            await session.execute(
+                query.order_by(col(IssueBatch.created_at).desc(), col(IssueBatch.id))
+                .limit(limit)
+                .offset(offset)
+            )
+        )
+        .scalars()
+        .all()
+    )
+    return list(rows), int(total)
+
+
+def _summary_fields(batch: IssueBatch) -> dict[str, Any]:
+    done = batch.issued + batch.rejected
+    return {
+        "id": batch.id,
+        "campaign_id": batch.campaign_id,
+        "source": batch.source,
+        "status": batch.status,
+        "notify": batch.notify,
+        "total": batch.total,
+        "issued": batch.issued,
+        "rejected": batch.rejected,
+        "remaining": max(batch.total - done, 0),
+        "percent": round(100.0 * done / batch.total, 2) if batch.total else 100.0,
+        "created_at": batch.created_at,
+        "started_at": batch.started_at,
+        "finished_at": batch.finished_at,
+    }
+
+
+def issuance_summary(batch: IssueBatch) -> IssuanceSummary:
+    return IssuanceSummary(**_summary_fields(batch))
+
+
+def issuance_read(
+    batch: IssueBatch, *, errors_offset: int = 0, errors_limit: int = 100
+) -> IssuanceRead:
+    page = batch.errors[errors_offset : errors_offset + errors_limit]
+    row_errors = sum(1 for e in batch.errors if e.get("line") is not None)
+    return IssuanceRead(
+        **_summary_fields(batch),
+        errors=[
+            IssuanceRowError(
+                line=e.get("line"),
+                value=e.get("value"),
+                reason=str(e.get("reason")),
+                detail=str(e.get("detail", "")),
+            )
+            for e in page
+        ],
+        errors_offset=errors_offset,
+        errors_limit=errors_limit,
+        errors_stored=len(batch.errors),
+        errors_truncated=batch.rejected > row_errors,
+    )
+
+
+def error_counts(errors: Iterable[Mapping[str, Any]]) -> dict[str, int]:
+    """Stored errors per reason (for summaries)."""
+    counts: dict[str, int] = {}
+    for entry in errors:
+        reason = str(entry.get("reason"))
+        counts[reason] = counts.get(reason, 0) + 1
+    return counts
