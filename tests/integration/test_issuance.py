@@ -13,7 +13,6 @@ import subprocess
 import sys
 import uuid
 from collections import Counter
-from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -25,26 +24,24 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col, select
 
 from coalition.campaigns import codes
-from coalition.campaigns.domain import Offer, offer_to_json
 from coalition.campaigns.models import Campaign as CampaignRow
 from coalition.campaigns.models import (
     CampaignDailyStat,
-    CampaignParticipant,
     ClaimSlot,
     Coupon,
     Customer,
     IssueBatch,
     IssueBatchTarget,
 )
-from coalition.campaigns.services import issuance, slots
-from coalition.platform.db import SessionMaker, utcnow
+from coalition.campaigns.services import issuance
+from coalition.platform.db import SessionMaker
 from coalition.platform.jobs import JobContext, JobOutbox, JobRegistry, job_session
 from coalition.platform.settings import Settings
 from coalition.platform.worker import build_worker, worker_options
+from tests.integration.campaign_helpers import running_campaign as shared_running_campaign
 from tests.integration.conftest import World, auth_headers
 
 Client = AsyncTestClient[Litestar]
-AMOUNT_OFF = Offer(kind="amount_off", currency="CNY", value=500, valid_days_after_claim=7)
 OWNER = "marketing@carrier.test"
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -53,53 +50,11 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 async def running_campaign(
-    session: AsyncSession,
-    world: World,
-    *,
-    quantity: int = 1000,
-    budget: int = 10_000_000,
-    offer: Offer = AMOUNT_OFF,
-    caps: tuple[int | None, int | None] = (None, None),
-    **fields: Any,
+    session: AsyncSession, world: World, *, quantity: int = 1000, **fields: Any
 ) -> CampaignRow:
-    """An active carrier + café campaign (60/40) written directly, slots open (as in
-    test_claims.py: the workflow is tested elsewhere)."""
-    now = utcnow()
-    campaign = CampaignRow(
-        owner_org_id=world.carrier.id,
-        name="Coffee on us",
-        status="active",
-        currency="CNY",
-        timezone="Asia/Shanghai",
-        starts_at=now - timedelta(days=1),
-        ends_at=now + timedelta(days=30),
-        offer=offer_to_json(offer),
-        total_quantity=quantity,
-        total_budget=budget,
-        terms_version=1,
-        **fields,
-    )
-    session.add(campaign)
-    await session.flush()
-    for position, (org, share, cap) in enumerate(
-        ((world.carrier, 6000, caps[0]), (world.cafe, 4000, caps[1]))
-    ):
-        session.add(
-            CampaignParticipant(
-                campaign_id=campaign.id,
-                org_id=org.id,
-                position=position,
-                share_bp=share,
-                budget_cap=cap,
-                accepted_version=1,
-            )
-        )
-    await session.flush()
-    await slots.open_slots(
-        session, campaign.id, quantity=quantity, budget=budget, funder_caps=list(caps)
-    )
-    await session.commit()
-    return campaign
+    """An active carrier + café campaign with room for bulk batches."""
+    fields.setdefault("budget", 10_000_000)
+    return await shared_running_campaign(session, world, quantity=quantity, **fields)
 
 
 async def make_customers(
