@@ -310,3 +310,75 @@ class CampaignDailyStat(SQLModel, table=True):
     expired: int = 0
     voided: int = 0
     discount: int = money_column()
+
+
+# --- redemption ---------------------------------------------------------------------------------
+
+REDEMPTION_STATUSES = ("completed", "partially_reversed", "reversed")
+CHANNELS = ("pos", "online")
+
+
+class Redemption(SQLModel, table=True):
+    """A coupon used at a till (or online): the basket, the discount given, and the funding
+    split frozen at that moment (what the ledger entry was built from).
+
+    Exactly once: the unique partial index allows one standing (not fully reversed)
+    redemption per coupon, so a fully reversed coupon can be redeemed again."""
+
+    __tablename__ = "redemption"
+    __table_args__ = (
+        CheckConstraint(_in("status", REDEMPTION_STATUSES), name="status"),
+        CheckConstraint(_in("channel", CHANNELS), name="channel"),
+        CheckConstraint("currency ~ '^[A-Z]{3}$'", name="currency"),
+        CheckConstraint("basket_amount > 0", name="basket_amount"),
+        CheckConstraint("discount BETWEEN 0 AND basket_amount", name="discount"),
+        CheckConstraint("refunded_amount BETWEEN 0 AND basket_amount", name="refunded_amount"),
+        CheckConstraint("discount_reversed BETWEEN 0 AND discount", name="discount_reversed"),
+        Index(
+            "uq_redemption_coupon_standing",
+            "coupon_id",
+            unique=True,
+            postgresql_where=text("status <> 'reversed'"),
+        ),
+        Index("ix_redemption_terminal_recent", "terminal_id", "redeemed_at"),
+        Index("ix_redemption_campaign_recent", "campaign_id", "redeemed_at"),
+    )
+
+    id: uuid.UUID = id_field()
+    campaign_id: uuid.UUID = fk("campaign.id", index=False)
+    coupon_id: uuid.UUID = fk("coupon.id", index=False)
+    org_id: uuid.UUID = org_fk()  # the redeeming organization
+    store_id: uuid.UUID = fk("store.id")
+    terminal_id: uuid.UUID | None = fk("terminal.id", index=False, nullable=True)
+    channel: str = Field(default="pos", max_length=16)
+    currency: str = Field(max_length=3)
+    basket_amount: int = money_column()
+    discount: int = money_column()
+    order_ref: str | None = Field(default=None, max_length=128)
+    # RedemptionFunding as it was (funders, shares, fee rule, parties) plus the split and fee.
+    funding: dict[str, Any] = jsonb()
+    status: str = Field(default="completed", max_length=24)
+    refunded_amount: int = money_column()  # cumulative
+    discount_reversed: int = money_column()  # cumulative
+    redeemed_at: datetime = timestamp_field()
+    reversed_at: datetime | None = timestamp_field(nullable=True)
+
+
+class RedemptionReversal(SQLModel, table=True):
+    """A (partial) refund of a redeemed basket and the part of the discount it reversed."""
+
+    __tablename__ = "redemption_reversal"
+    __table_args__ = (
+        CheckConstraint("refund_amount > 0", name="refund_amount"),
+        CheckConstraint("discount_reversed >= 0", name="discount_reversed"),
+    )
+
+    id: uuid.UUID = id_field()
+    redemption_id: uuid.UUID = fk("redemption.id")
+    org_id: uuid.UUID = org_fk(index=False)
+    terminal_id: uuid.UUID | None = fk("terminal.id", index=False, nullable=True)
+    refund_amount: int = money_column()
+    discount_reversed: int = money_column()  # this reversal's slice
+    full: bool = False  # the basket is refunded in full after this one
+    reason: str = Field(max_length=500)
+    created_at: datetime = timestamp_field(now=True)

@@ -1,5 +1,5 @@
 """The campaigns domain's HTTP API, one module per area."""
 
-from coalition.campaigns.controllers import campaigns, coupons, customers, issuance
+from coalition.campaigns.controllers import campaigns, coupons, customers, issuance, pos
 
-ROUTES = [*campaigns.ROUTES, *customers.ROUTES, *coupons.ROUTES, *issuance.ROUTES]
+ROUTES = [*campaigns.ROUTES, *customers.ROUTES, *coupons.ROUTES, *issuance.ROUTES, *pos.ROUTES]

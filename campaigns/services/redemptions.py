@@ -1,0 +1,621 @@
+"""Redemption at the till: quote a coupon, redeem it exactly once, reverse it on a refund.
+
+Exactly once:
+
+- the coupon row is locked (`SELECT ... FOR UPDATE`) and its status re-checked under the lock,
+  so of many terminals redeeming one coupon at once one wins and the rest see it redeemed;
+- the unique partial index `uq_redemption_coupon_standing` (one redemption per coupon whose
+  status is not `reversed`) is the final arbiter should anything bypass the lock; a fully
+  reversed coupon can therefore be redeemed again;
+- the `Idempotency-Key` (scope `terminal:<id>`) is claimed in the same transaction, so a retry
+  returns the first answer and concurrent retries wait for the first, then replay it.
+
+Everything a redemption changes is written in one transaction: the coupon (redeemed), the
+redemption row with its funding split frozen, the ledger entry, the campaign figures and the
+`coupon.redeemed` webhook (its delivery job is queued only after the commit). Redis is not
+on this path.
+
+The coupon's reservation (its largest possible discount, held against the budgets since the
+claim) stays held after a redemption, also the part the discount did not use: it is released
+only when the coupon is finished unused (expired or voided, e.g. after a full reversal past its
+validity). Releasing the unused remainder of redeemed coupons is left for later.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any, cast
+
+import msgspec
+from sqlalchemy import func
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession
+from sqlmodel import col, select
+
+from coalition.campaigns import codes, domain
+from coalition.campaigns.models import Campaign, Coupon, Redemption, RedemptionReversal
+from coalition.campaigns.schemas.redemptions import (
+    FundingPart,
+    QuoteRead,
+    RedeemRequest,
+    RedemptionRead,
+    ReversalRead,
+    ReverseRequest,
+)
+from coalition.campaigns.services import figures, slots
+from coalition.campaigns.services.coupons import (
+    CampaignNotActive,
+    CouponNotFound,
+    Funding,
+    funding_of,
+)
+from coalition.merchants.models import Organization, Store
+from coalition.merchants.services import webhooks
+from coalition.platform import idempotency
+from coalition.platform.auth import Principal
+from coalition.platform.db import utcnow
+from coalition.platform.errors import Conflict, DomainError, NotFound, ValidationFailed
+from coalition.platform.jobs import commit
+from coalition.settlement.domain import (
+    FeePayer,
+    FundingShare,
+    RedemptionFunding,
+    discount_reversed_by_refund,
+)
+from coalition.settlement.services.ledger import post_redemption, post_reversal
+
+# --- refusals (stable codes) ------------------------------------------------------------------
+
+
+class InvalidCouponCode(ValidationFailed):
+    code, title = "invalid_code", "This is not a valid coupon code"
+
+
+class CouponAlreadyRedeemed(Conflict):
+    code, title = "coupon_already_redeemed", "This coupon has already been redeemed"
+
+
+class CouponVoid(Conflict):
+    code, title = "coupon_void", "This coupon has been voided"
+
+
+class CouponExpired(Conflict):
+    code, title = "coupon_expired", "This coupon has expired"
+
+
+class CouponNotYetValid(Conflict):
+    code, title = "coupon_not_yet_valid", "This coupon is not valid yet"
+
+
+class BelowMinimumSpend(Conflict):
+    code, title = "below_minimum_spend", "The basket is below this coupon's minimum spend"
+
+
+class OutsideTimeWindow(Conflict):
+    code, title = "outside_time_window", "This coupon cannot be used at this day or time"
+
+
+class NotRedeemableHere(Conflict):
+    code, title = "not_redeemable_here", "This coupon cannot be redeemed in this store"
+
+
+class ChannelNotAllowed(Conflict):
+    code, title = "channel_not_allowed", "This coupon cannot be redeemed through this channel"
+
+
+class CurrencyMismatch(Conflict):
+    code, title = "currency_mismatch", "The basket is not in this coupon's currency"
+
+
+class RedemptionNotFound(NotFound):
+    code, title = "redemption_not_found", "Redemption not found"
+
+
+class RedemptionAlreadyReversed(Conflict):
+    code, title = "redemption_already_reversed", "This redemption has been reversed in full"
+
+
+class ReversalWindowClosed(Conflict):
+    code, title = "reversal_window_closed", "This redemption can no longer be reversed"
+
+
+class RefundExceedsBasket(ValidationFailed):
+    code, title = "refund_exceeds_basket", "Refunds cannot exceed the redeemed basket"
+
+
+REFUSALS: dict[domain.Refusal, type[DomainError]] = {
+    domain.Refusal.NOT_YET_VALID: CouponNotYetValid,
+    domain.Refusal.EXPIRED: CouponExpired,
+    domain.Refusal.BELOW_MINIMUM_SPEND: BelowMinimumSpend,
+    domain.Refusal.OUTSIDE_TIME_WINDOW: OutsideTimeWindow,
+    domain.Refusal.NOT_REDEEMABLE_HERE: NotRedeemableHere,
+    domain.Refusal.CHANNEL_NOT_ALLOWED: ChannelNotAllowed,
+    domain.Refusal.CURRENCY_MISMATCH: CurrencyMismatch,
+}
+
+
+# --- shared steps -----------------------------------------------------------------------------
+
+
+def parse_code(text: str) -> str:
+    """The stored form of a typed or scanned code; malformed codes fail before any lookup."""
+    try:
+        return codes.parse(text)
+    except codes.InvalidCode as exc:
+        raise InvalidCouponCode(str(exc), field="code") from exc
+
+
+async def _coupon_by_code(session: AsyncSession, code: str, *, lock: bool) -> Coupon:
+    query = select(Coupon).where(col(Coupon.code) == code)
+    if lock:
+        query = query.with_for_update().execution_options(populate_existing=True)
+    coupon: Coupon | None = (await session.execute(query)).scalar_one_or_none()
+    if coupon is None:
+        raise CouponNotFound()
+    return coupon
+
+
+@dataclass(frozen=True, slots=True)
+class Evaluated:
+    campaign: Campaign
+    funding: Funding
+    quote: domain.Quote
+
+
+async def _evaluate(
+    session: AsyncSession,
+    principal: Principal,
+    coupon: Coupon,
+    *,
+    basket_amount: int,
+    currency: str,
+    now: datetime,
+) -> Evaluated:
+    """What this coupon gives in this terminal's store now, or the refusal (raised)."""
+    if coupon.status == "redeemed":
+        raise CouponAlreadyRedeemed()
+    if coupon.status == "void":
+        raise CouponVoid()
+    if coupon.status == "expired":
+        raise CouponExpired()
+    campaign = await session.get_one(Campaign, coupon.campaign_id)
+    if campaign.status != "active" or not campaign.starts_at <= now < campaign.ends_at:
+        raise CampaignNotActive()
+    funding = await funding_of(session, campaign.id)
+    assert principal.store_id is not None
+    if principal.org_id not in funding.org_ids:
+        raise NotRedeemableHere()
+    # The participants' active stores, asked only about this store (a chain may have many).
+    here = await session.execute(
+        select(col(Store.id)).where(
+            col(Store.id) == principal.store_id,
+            col(Store.status) == "active",
+            col(Store.org_id).in_(funding.org_ids),
+        )
+    )
+    participant_stores = frozenset(here.scalars())
+    result = domain.quote(
+        domain.offer_from_json(campaign.offer),
+        domain.Basket(basket_amount, currency, "pos"),
+        now,
+        principal.store_id,
+        validity=domain.Validity(coupon.valid_from, coupon.valid_until),
+        timezone=campaign.timezone,
+        participant_store_ids=participant_stores,
+    )
+    if isinstance(result, domain.Refusal):
+        raise REFUSALS[result]()
+    return Evaluated(campaign=campaign, funding=funding, quote=result)
+
+
+async def quote_coupon(
+    session: AsyncSession, principal: Principal, *, code: str, basket_amount: int, currency: str
+) -> QuoteRead:
+    """The discount and what is left to pay, for this store now. No side effects."""
+    stored = parse_code(code)
+    now = utcnow()
+    coupon = await _coupon_by_code(session, stored, lock=False)
+    evaluated = await _evaluate(
+        session, principal, coupon, basket_amount=basket_amount, currency=currency, now=now
+    )
+    assert principal.store_id is not None
+    return QuoteRead(
+        coupon_code=coupon.code,
+        campaign_id=evaluated.campaign.id,
+        campaign_name=evaluated.campaign.name,
+        currency=currency,
+        basket_amount=basket_amount,
+        discount=evaluated.quote.discount,
+        payable=evaluated.quote.payable,
+        store_id=principal.store_id,
+        quoted_at=now,
+    )
+
+
+# --- the frozen funding -----------------------------------------------------------------------
+
+
+def funding_to_json(funding: RedemptionFunding) -> dict[str, Any]:
+    return {
+        "discount": funding.discount,
+        "currency": funding.currency,
+        "redeeming_org_id": str(funding.redeeming_org_id),
+        "owner_org_id": str(funding.owner_org_id),
+        "carrier_org_id": str(funding.carrier_org_id),
+        "funders": [{"org_id": str(f.org_id), "share_bp": f.share_bp} for f in funding.funders],
+        "fee_bp": funding.fee_bp,
+        "fee_fixed": funding.fee_fixed,
+        "fee_payer": funding.fee_payer,
+        "split": [{"org_id": str(o), "amount": a} for o, a in funding.parts.items()],
+        "fee": funding.fee,
+    }
+
+
+def funding_from_json(data: dict[str, Any]) -> RedemptionFunding:
+    return RedemptionFunding(
+        discount=int(data["discount"]),
+        currency=str(data["currency"]),
+        redeeming_org_id=uuid.UUID(data["redeeming_org_id"]),
+        owner_org_id=uuid.UUID(data["owner_org_id"]),
+        carrier_org_id=uuid.UUID(data["carrier_org_id"]),
+        funders=tuple(
+            FundingShare(uuid.UUID(f["org_id"]), int(f["share_bp"])) for f in data["funders"]
+        ),
+        fee_bp=int(data["fee_bp"]),
+        fee_fixed=int(data["fee_fixed"]),
+        fee_payer=cast(FeePayer, data["fee_payer"]),
+    )
+
+
+async def _carrier_id(session: AsyncSession) -> uuid.UUID:
+    row = await session.execute(
+        select(col(Organization.id)).where(col(Organization.kind) == "carrier")
+    )
+    carrier_id: uuid.UUID = row.scalar_one()
+    return carrier_id
+
+
+def redemption_read(redemption: Redemption, coupon_code: str) -> RedemptionRead:
+    frozen = redemption.funding
+    return RedemptionRead(
+        id=redemption.id,
+        coupon_id=redemption.coupon_id,
+        coupon_code=coupon_code,
+        campaign_id=redemption.campaign_id,
+        org_id=redemption.org_id,
+        store_id=redemption.store_id,
+        terminal_id=redemption.terminal_id,
+        channel=redemption.channel,
+        order_ref=redemption.order_ref,
+        currency=redemption.currency,
+        basket_amount=redemption.basket_amount,
+        discount=redemption.discount,
+        payable=redemption.basket_amount - redemption.discount,
+        funding=[
+            FundingPart(org_id=uuid.UUID(p["org_id"]), amount=int(p["amount"]))
+            for p in frozen.get("split", [])
+        ],
+        platform_fee=int(frozen.get("fee", 0)),
+        status=redemption.status,
+        refunded_amount=redemption.refunded_amount,
+        discount_reversed=redemption.discount_reversed,
+        redeemed_at=redemption.redeemed_at,
+        reversed_at=redemption.reversed_at,
+    )
+
+
+def _event_data(redemption: Redemption, coupon_code: str) -> dict[str, Any]:
+    data: dict[str, Any] = msgspec.to_builtins(redemption_read(redemption, coupon_code))
+    return data
+
+
+# --- redeem -----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class PosResult:
+    status_code: int
+    body: dict[str, Any]
+    replayed: bool
+
+
+def _terminal_scope(principal: Principal) -> str:
+    assert principal.subject_id is not None
+    return idempotency.new_scope("terminal", principal.subject_id)
+
+
+async def redeem(
+    session: AsyncSession, principal: Principal, data: RedeemRequest, *, idempotency_key: str
+) -> PosResult:
+    """Redeem a coupon at this terminal, exactly once per coupon and per Idempotency-Key."""
+    stored = parse_code(data.code)
+    scope = _terminal_scope(principal)
+    fingerprint = idempotency.request_fingerprint(
+        "POST", "/pos/redemptions", msgspec.to_builtins(data)
+    )
+    replay = await idempotency.begin(
+        session, scope=scope, key=idempotency_key, fingerprint=fingerprint
+    )
+    if replay is not None:
+        await session.rollback()
+        return PosResult(replay.status_code, replay.response, replayed=True)
+
+    now = utcnow()
+    coupon = await _coupon_by_code(session, stored, lock=True)
+    evaluated = await _evaluate(
+        session,
+        principal,
+        coupon,
+        basket_amount=data.basket_amount,
+        currency=data.currency,
+        now=now,
+    )
+    campaign, quote = evaluated.campaign, evaluated.quote
+    assert principal.store_id is not None
+    funding = RedemptionFunding(
+        discount=quote.discount,
+        currency=campaign.currency,
+        redeeming_org_id=principal.org_id,
+        owner_org_id=campaign.owner_org_id,
+        carrier_org_id=await _carrier_id(session),
+        funders=tuple(
+            FundingShare(org_id, share)
+            for org_id, share in zip(
+                evaluated.funding.org_ids, evaluated.funding.shares_bp, strict=True
+            )
+        ),
+        fee_bp=campaign.fee_bp,
+        fee_fixed=campaign.fee_fixed,
+        fee_payer=cast(FeePayer, campaign.fee_payer),
+    )
+    redemption = Redemption(
+        campaign_id=campaign.id,
+        coupon_id=coupon.id,
+        org_id=principal.org_id,
+        store_id=principal.store_id,
+        terminal_id=principal.subject_id,
+        channel="pos",
+        currency=campaign.currency,
+        basket_amount=data.basket_amount,
+        discount=quote.discount,
+        order_ref=data.order_ref,
+        funding=funding_to_json(funding),
+        redeemed_at=now,
+    )
+    session.add(redemption)
+    try:
+        await session.flush()
+    except IntegrityError as exc:
+        # Only reachable if something redeemed this coupon without its lock: the unique
+        # standing-redemption index keeps it at one.
+        raise CouponAlreadyRedeemed() from exc
+    coupon.status, coupon.redeemed_at = "redeemed", now
+    await post_redemption(
+        session,
+        redemption_id=redemption.id,
+        funding=funding,
+        occurred_at=now,
+        campaign_id=campaign.id,
+    )
+    await figures.bump(
+        session,
+        campaign.id,
+        figures.local_day(now, campaign.timezone),
+        coupon.slot or 0,
+        redeemed=1,
+        discount=quote.discount,
+    )
+    await webhooks.emit_event(
+        session,
+        event_type="coupon.redeemed",
+        org_ids=evaluated.funding.org_ids,
+        data=_event_data(redemption, coupon.code),
+    )
+    body: dict[str, Any] = msgspec.to_builtins(redemption_read(redemption, coupon.code))
+    await idempotency.finish(
+        session, scope=scope, key=idempotency_key, status_code=201, response=body
+    )
+    await commit(session)
+    return PosResult(201, body, replayed=False)
+
+
+# --- reverse ----------------------------------------------------------------------------------
+
+
+async def reverse(
+    session: AsyncSession,
+    principal: Principal,
+    redemption_id: uuid.UUID,
+    data: ReverseRequest,
+    *,
+    idempotency_key: str,
+) -> PosResult:
+    """Reverse a redemption in full or in part (a refund of part of the basket reverses the
+    discount pro rata). Cumulative refunds never exceed the basket; a full reversal gives the
+    coupon back (or lets it expire, releasing its reservation, when its validity is over)."""
+    scope = _terminal_scope(principal)
+    fingerprint = idempotency.request_fingerprint(
+        "POST", f"/pos/redemptions/{redemption_id}/reversals", msgspec.to_builtins(data)
+    )
+    replay = await idempotency.begin(
+        session, scope=scope, key=idempotency_key, fingerprint=fingerprint
+    )
+    if replay is not None:
+        await session.rollback()
+        return PosResult(replay.status_code, replay.response, replayed=True)
+
+    now = utcnow()
+    redemption = (
+        await session.execute(
+            select(Redemption)
+            .where(col(Redemption.id) == redemption_id)
+            .with_for_update()
+            .execution_options(populate_existing=True)
+        )
+    ).scalar_one_or_none()
+    if redemption is None or redemption.org_id != principal.org_id:
+        raise RedemptionNotFound()
+    if redemption.status == "reversed":
+        raise RedemptionAlreadyReversed()
+    campaign = await session.get_one(Campaign, redemption.campaign_id)
+    if now >= redemption.redeemed_at + timedelta(days=campaign.reversal_window_days):
+        raise ReversalWindowClosed(
+            f"Redemptions of this campaign can be reversed for {campaign.reversal_window_days} days"
+        )
+    remaining = redemption.basket_amount - redemption.refunded_amount
+    refund = data.refund_amount if data.refund_amount is not None else remaining
+    if refund > remaining:
+        raise RefundExceedsBasket(
+            f"At most {remaining} of this basket is left to refund", field="refund_amount"
+        )
+    refunded_after = redemption.refunded_amount + refund
+    full = refunded_after == redemption.basket_amount
+    reversed_after = discount_reversed_by_refund(
+        redemption.discount, redemption.basket_amount, refunded_after
+    )
+    reversed_before = redemption.discount_reversed
+    reversing_now = reversed_after - reversed_before
+    reversal = RedemptionReversal(
+        redemption_id=redemption.id,
+        org_id=principal.org_id,
+        terminal_id=principal.subject_id,
+        refund_amount=refund,
+        discount_reversed=reversing_now,
+        full=full,
+        reason=data.reason,
+        created_at=now,
+    )
+    session.add(reversal)
+    await session.flush()
+    if reversing_now > 0:
+        await post_reversal(
+            session,
+            redemption_id=redemption.id,
+            reversal_id=reversal.id,
+            funding=funding_from_json(redemption.funding),
+            reversed_before=reversed_before,
+            reversing_now=reversing_now,
+            occurred_at=now,
+            campaign_id=campaign.id,
+        )
+    redemption.refunded_amount = refunded_after
+    redemption.discount_reversed = reversed_after
+    redemption.status = "reversed" if full else "partially_reversed"
+    if full:
+        redemption.reversed_at = now
+    coupon = (
+        await session.execute(
+            select(Coupon)
+            .where(col(Coupon.id) == redemption.coupon_id)
+            .with_for_update()
+            .execution_options(populate_existing=True)
+        )
+    ).scalar_one()
+    day = figures.local_day(now, campaign.timezone)
+    slot = coupon.slot or 0
+    if full:
+        await _give_coupon_back(session, coupon, campaign, now)
+    counts = {"discount": -reversing_now, "redeemed": -1 if full else 0}
+    if changed := {name: value for name, value in counts.items() if value}:
+        await figures.bump(session, campaign.id, day, slot, **changed)
+    await webhooks.emit_event(
+        session,
+        event_type="redemption.reversed",
+        org_ids=[uuid.UUID(f["org_id"]) for f in redemption.funding["funders"]],
+        data={
+            "reversal": {
+                "id": str(reversal.id),
+                "refund_amount": refund,
+                "discount_reversed": reversing_now,
+                "full": full,
+                "reason": data.reason,
+            },
+            "redemption": _event_data(redemption, coupon.code),
+        },
+    )
+    body: dict[str, Any] = msgspec.to_builtins(
+        ReversalRead(
+            id=reversal.id,
+            redemption_id=redemption.id,
+            refund_amount=refund,
+            discount_reversed=reversing_now,
+            full=full,
+            reason=data.reason,
+            created_at=now,
+            coupon_status=coupon.status,
+            redemption=redemption_read(redemption, coupon.code),
+        )
+    )
+    await idempotency.finish(
+        session, scope=scope, key=idempotency_key, status_code=201, response=body
+    )
+    await commit(session)
+    return PosResult(201, body, replayed=False)
+
+
+async def _give_coupon_back(
+    session: AsyncSession, coupon: Coupon, campaign: Campaign, now: datetime
+) -> None:
+    """After a full reversal: redeemable again while valid, else expired with its
+    reservation handed back."""
+    coupon.redeemed_at = None
+    if coupon.valid_until > now:
+        coupon.status = "claimed" if coupon.customer_id is not None else "issued"
+        return
+    coupon.status, coupon.released_at = "expired", now
+    if coupon.slot is not None:
+        await slots.give_back(
+            session,
+            coupon.campaign_id,
+            coupon.slot,
+            coupon.reserved_amount,
+            coupon.funder_reserved,
+            quantity=0,
+        )
+    await figures.bump(
+        session,
+        campaign.id,
+        figures.local_day(now, campaign.timezone),
+        coupon.slot or 0,
+        expired=1,
+    )
+
+
+# --- reading ----------------------------------------------------------------------------------
+
+
+async def get_redemption(
+    session: AsyncSession, principal: Principal, redemption_id: uuid.UUID
+) -> RedemptionRead:
+    """One redemption of the terminal's organization (another organization's: 404)."""
+    row = (
+        await session.execute(
+            select(Redemption, col(Coupon.code))
+            .join(Coupon, col(Coupon.id) == col(Redemption.coupon_id))
+            .where(col(Redemption.id) == redemption_id)
+        )
+    ).one_or_none()
+    if row is None or row[0].org_id != principal.org_id:
+        raise RedemptionNotFound()
+    return redemption_read(row[0], row[1])
+
+
+async def list_redemptions(
+    session: AsyncSession, principal: Principal, *, limit: int, offset: int
+) -> tuple[list[RedemptionRead], int]:
+    """This terminal's redemptions, newest first."""
+    where = col(Redemption.terminal_id) == principal.subject_id
+    total = (
+        await session.execute(select(func.count()).select_from(Redemption).where(where))
+    ).scalar_one()
+    rows = await session.execute(
+        select(Redemption, col(Coupon.code))
+        .join(Coupon, col(Coupon.id) == col(Redemption.coupon_id))
+        .where(where)
+        .order_by(col(Redemption.redeemed_at).desc(), col(Redemption.id))
+        .limit(limit)
+        .offset(offset)
+    )
+    return [redemption_read(r, code) for r, code in rows.tuples()], int(total)
