@@ -194,7 +194,31 @@ def http_error_handler(request: Request[Any, Any, Any], exc: HTTPException) -> R
     )
 
 
+def _is_contention(exc: Exception) -> bool:
+    """A deadlock or serialization failure: the request did nothing and may simply be retried."""
+    import asyncpg
+    from sqlalchemy.exc import DBAPIError
+
+    cause: Any = exc.orig if isinstance(exc, DBAPIError) else exc
+    seen = 0
+    while cause is not None and seen < 5:
+        if isinstance(cause, asyncpg.DeadlockDetectedError | asyncpg.SerializationError):
+            return True
+        cause = getattr(cause, "__cause__", None) or getattr(cause, "orig", None)
+        seen += 1
+    return False
+
+
 def unexpected_error_handler(request: Request[Any, Any, Any], exc: Exception) -> Response[Any]:
+    if _is_contention(exc):
+        log.warning("request_contention", path=request.url.path, error=str(exc)[:200])
+        return problem(
+            request,
+            status=503,
+            code="temporarily_busy",
+            title="Busy: nothing was changed, try again",
+            headers={"Retry-After": "1"},
+        )
     log.exception("unhandled_error", path=request.url.path, exc_info=exc)
     return problem(
         request,

@@ -19,6 +19,7 @@ from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from coalition.campaigns.models import SLOTS, ClaimSlot
+from coalition.platform.errors import DomainError
 
 BASIS_POINTS = 10_000
 
@@ -84,10 +85,22 @@ def _room(funders: int) -> str:
     return " AND ".join(conditions)
 
 
-def _take_sql(funders: int, *, skip_locked: bool) -> str:
+def _take_sql(funders: int, *, pick: str) -> str:
+    """Take from one slot. `pick` chooses it: a free slot with room (SKIP LOCKED, never
+    waits), or one named slot (waits for that row only). A transaction so holds at most one
+    slot row, so claims cannot deadlock on slots; the WHERE clause is re-checked once the row
+    is ours, and the CHECK constraints stay the arbiter."""
     new_funders = ", ".join(f"funder_remaining[{i + 1}] - :f{i}" for i in range(funders))
     held = ", ".join(f"funder_held[{i + 1}] + :f{i}" for i in range(funders))
-    lock = "FOR UPDATE SKIP LOCKED" if skip_locked else "FOR UPDATE"
+    if pick == "free":
+        chosen = f"""(
+            SELECT slot FROM claim_slot
+            WHERE campaign_id = :campaign AND {_room(funders)}
+            ORDER BY (slot - :start + {SLOTS}) % {SLOTS}
+            LIMIT 1 FOR UPDATE SKIP LOCKED
+        )"""  # noqa: S608
+    else:
+        chosen = ":slot"
     # Assembled from column positions only; every value is a bound parameter.
     return f"""
         UPDATE claim_slot SET
@@ -96,20 +109,34 @@ def _take_sql(funders: int, *, skip_locked: bool) -> str:
             funder_remaining = ARRAY[{new_funders}]::bigint[],
             funder_held = ARRAY[{held}]::bigint[],
             claimed = claimed + 1
-        WHERE campaign_id = :campaign AND slot = (
-            SELECT slot FROM claim_slot
-            WHERE campaign_id = :campaign AND {_room(funders)}
-            ORDER BY (slot - :start + {SLOTS}) % {SLOTS}
-            LIMIT 1 {lock}
-        )
+        WHERE campaign_id = :campaign AND slot = {chosen} AND {_room(funders)}
         RETURNING slot
     """  # noqa: S608
+
+
+def _rooms_sql(funders: int) -> str:
+    """Without locking: how much is left, and the slots that could take this claim."""
+    return f"""
+        SELECT coalesce(sum(remaining_quantity), 0) AS quantity,
+               coalesce(sum(remaining_budget), 0) AS budget,
+               coalesce(array_agg(slot ORDER BY (slot - :start + {SLOTS}) % {SLOTS})
+                        FILTER (WHERE {_room(funders)}), '{{}}') AS open_slots
+        FROM claim_slot WHERE campaign_id = :campaign
+    """  # noqa: S608
+
+
+WAIT_ATTEMPTS = 8
 
 
 async def take(
     session: AsyncSession, campaign_id: uuid.UUID, amount: int, funder_parts: Sequence[int]
 ) -> int | SoldOut:
-    """Take one coupon's worth from some slot; the slot number, or why there is no room."""
+    """Take one coupon's worth from some slot; the slot number, or why there is no room.
+
+    First a slot nobody holds; else, if some slot still has room, wait for that one row;
+    when the room left is scattered over slots too small on their own, gather it into one.
+    A sold-out campaign is answered from an unlocked read, without waiting for anyone.
+    """
     params: dict[str, object] = {
         "campaign": campaign_id,
         "amount": amount,
@@ -117,25 +144,34 @@ async def take(
         **{f"f{i}": part for i, part in enumerate(funder_parts)},
     }
     funders = len(funder_parts)
-    for skip_locked in (True, False):
+    free_sql, one_sql = text(_take_sql(funders, pick="free")), text(_take_sql(funders, pick="one"))
+    gathered = False
+    for _ in range(WAIT_ATTEMPTS):
+        slot = (await session.execute(free_sql, params)).scalar_one_or_none()
+        if slot is not None:
+            return int(slot)
+        rooms = (await session.execute(text(_rooms_sql(funders)), params)).one()
+        if rooms.quantity == 0:
+            return SoldOut("quantity")
+        if rooms.budget < amount:
+            return SoldOut("budget")
+        if not rooms.open_slots:
+            if gathered or not await _gather(session, campaign_id, funders):
+                return SoldOut("budget")  # what is left cannot cover this coupon's share
+            gathered = True
+            continue
         slot = (
-            await session.execute(text(_take_sql(funders, skip_locked=skip_locked)), params)
+            await session.execute(one_sql, {**params, "slot": rooms.open_slots[0]})
         ).scalar_one_or_none()
         if slot is not None:
             return int(slot)
-    if await _gather(session, campaign_id, funders):
-        slot = (
-            await session.execute(text(_take_sql(funders, skip_locked=False)), params)
-        ).scalar_one_or_none()
-        if slot is not None:
-            return int(slot)
-    left = (
-        await session.execute(
-            text("SELECT sum(remaining_quantity) FROM claim_slot WHERE campaign_id = :c"),
-            {"c": campaign_id},
-        )
-    ).scalar_one()
-    return SoldOut("quantity" if not left else "budget")
+    raise SlotsBusy()
+
+
+class SlotsBusy(DomainError):
+    """Every slot with room stayed taken by other claims: worth retrying in a moment."""
+
+    status_code, code, title = 503, "claims_busy", "Too many claims at once; try again"
 
 
 async def _gather(session: AsyncSession, campaign_id: uuid.UUID, funders: int) -> bool:
