@@ -207,55 +207,24 @@ def instrument(timings: Timings) -> None:
 
 async def setup(database_url: str, count: int) -> tuple[uuid.UUID, list[str]]:
     """Two organizations, `count` customers (COPY), an active campaign with room for all."""
-    from coalition.campaigns.domain import Offer, offer_to_json
-    from coalition.campaigns.models import Campaign, CampaignParticipant
-    from coalition.campaigns.services import slots
-    from coalition.merchants.models import Organization
-    from coalition.platform.db import make_engine, make_sessionmaker, utcnow
+    from bench_campaign import running_campaign
+
+    from coalition.campaigns.domain import Offer
+    from coalition.platform.db import make_engine, make_sessionmaker
     from coalition.platform.settings import Settings
 
     engine = make_engine(Settings(database_url=database_url), pool_size=1)
     try:
         async with make_sessionmaker(engine)() as session:
-            now = utcnow()
-            carrier = Organization(
-                kind="carrier", name="Bench Mobile", industry="telecom", status="active"
-            )
-            cafe = Organization(
-                kind="merchant", name="Bench Café", industry="cafe", status="active"
-            )
-            session.add_all([carrier, cafe])
-            await session.flush()
-            offer = Offer(kind="amount_off", currency="CNY", value=500, valid_days_after_claim=30)
-            campaign = Campaign(
-                owner_org_id=carrier.id,
+            campaign_id = await running_campaign(
+                session,
                 name="Bench campaign",
-                status="active",
-                currency="CNY",
-                timezone="Asia/Shanghai",
-                starts_at=now - timedelta(days=1),
-                ends_at=now + timedelta(days=60),
-                offer=offer_to_json(offer),
-                total_quantity=count,
-                total_budget=count * 500,
-                terms_version=1,
-                activated_at=now,
-            )
-            session.add(campaign)
-            await session.flush()
-            for position, (org, share) in enumerate(((carrier, 6000), (cafe, 4000))):
-                session.add(
-                    CampaignParticipant(
-                        campaign_id=campaign.id,
-                        org_id=org.id,
-                        position=position,
-                        share_bp=share,
-                        accepted_version=1,
-                    )
-                )
-            await session.flush()
-            await slots.open_slots(
-                session, campaign.id, quantity=count, budget=count * 500, funder_caps=[None, None]
+                quantity=count,
+                budget=count * 500,
+                offer=Offer(
+                    kind="amount_off", currency="CNY", value=500, valid_days_after_claim=30
+                ),
+                days=60,
             )
             await session.commit()
     finally:
@@ -288,7 +257,7 @@ async def setup(database_url: str, count: int) -> tuple[uuid.UUID, list[str]]:
         await connection.execute("VACUUM ANALYZE customer")
     finally:
         await connection.close()
-    return campaign.id, ids
+    return campaign_id, ids
 
 
 async def baseline(

@@ -54,7 +54,7 @@ from collections import Counter
 from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -233,61 +233,27 @@ class Secrets:
 
 async def setup(database_url: str, keys: Secrets, *, coupons: int, customers: int) -> uuid.UUID:
     """Two organizations, an active campaign with its claim slots, and the customers (COPY)."""
-    from coalition.campaigns.domain import Offer, offer_to_json
-    from coalition.campaigns.models import Campaign, CampaignParticipant
-    from coalition.campaigns.services import slots
+    from bench_campaign import running_campaign
+
+    from coalition.campaigns.domain import Offer
     from coalition.campaigns.services.customer_tokens import external_id_hash
-    from coalition.merchants.services import organizations
-    from coalition.platform.db import make_engine, make_sessionmaker, utcnow
+    from coalition.platform.db import make_engine, make_sessionmaker
     from coalition.platform.settings import Settings
 
     engine = make_engine(Settings(database_url=database_url), pool_size=1)
     try:
         async with make_sessionmaker(engine)() as session:
-            carrier = await organizations.create_organization(
-                session, kind="carrier", name="Bench Mobile", industry="telecom"
-            )
-            cafe = await organizations.create_organization(
-                session, kind="merchant", name="Bench Café", industry="cafe"
-            )
-            now = utcnow()
-            budget = coupons * AMOUNT_OFF * 2  # room to spare: quantity is the only limit
-            offer = Offer(
-                kind="amount_off", currency="CNY", value=AMOUNT_OFF, valid_days_after_claim=7
-            )
-            campaign = Campaign(
-                owner_org_id=carrier.id,
+            campaign_id = await running_campaign(
+                session,
                 name="Claim storm",
-                status="active",
-                currency="CNY",
-                timezone="Asia/Shanghai",
-                starts_at=now - timedelta(days=1),
-                ends_at=now + timedelta(days=30),
-                offer=offer_to_json(offer),
-                total_quantity=coupons,
-                total_budget=budget,
-                per_customer_limit=1,
-                terms_version=1,
-                activated_at=now,
-            )
-            session.add(campaign)
-            await session.flush()
-            for position, (org, share) in enumerate(((carrier, 6000), (cafe, 4000))):
-                session.add(
-                    CampaignParticipant(
-                        campaign_id=campaign.id,
-                        org_id=org.id,
-                        position=position,
-                        share_bp=share,
-                        accepted_version=1,
-                    )
-                )
-            await session.flush()
-            await slots.open_slots(
-                session, campaign.id, quantity=coupons, budget=budget, funder_caps=[None, None]
+                quantity=coupons,
+                budget=coupons * AMOUNT_OFF * 2,  # room to spare: quantity is the only limit
+                offer=Offer(
+                    kind="amount_off", currency="CNY", value=AMOUNT_OFF, valid_days_after_claim=7
+                ),
+                days=30,
             )
             await session.commit()
-            campaign_id = campaign.id
     finally:
         await engine.dispose()
 
