@@ -287,21 +287,22 @@ async def _activate(session: AsyncSession, principal: Principal | None, org: Org
     )
 
 
-async def _merchant_for_carrier_action(
-    session: AsyncSession, principal: Principal, org_id: uuid.UUID
+async def _merchant_in_status(
+    session: AsyncSession, principal: Principal, org_id: uuid.UUID, status: str, action: str
 ) -> Organization:
+    """Lock a merchant organization for a carrier action allowed only from `status`."""
     org = await get_organization(session, principal, org_id, for_update=True)
     if org.kind == "carrier":
         raise Forbidden("The carrier organization cannot be changed this way")
+    if org.status != status:
+        raise InvalidTransition(
+            f"Only {status} organizations can be {action} (this one is {org.status})"
+        )
     return org
 
 
 async def approve(session: AsyncSession, principal: Principal, org_id: uuid.UUID) -> Organization:
-    org = await _merchant_for_carrier_action(session, principal, org_id)
-    if org.status != "pending":
-        raise InvalidTransition(
-            f"Only pending applications can be approved (this one is {org.status})"
-        )
+    org = await _merchant_in_status(session, principal, org_id, "pending", "approved")
     await _activate(session, principal, org)
     await commit(session)
     return org
@@ -310,11 +311,7 @@ async def approve(session: AsyncSession, principal: Principal, org_id: uuid.UUID
 async def reject(
     session: AsyncSession, principal: Principal, org_id: uuid.UUID, *, reason: str
 ) -> Organization:
-    org = await _merchant_for_carrier_action(session, principal, org_id)
-    if org.status != "pending":
-        raise InvalidTransition(
-            f"Only pending applications can be rejected (this one is {org.status})"
-        )
+    org = await _merchant_in_status(session, principal, org_id, "pending", "rejected")
     _set_status(session, principal, org, "organization.rejected", "rejected", reason)
     await commit(session)
     return org
@@ -324,11 +321,7 @@ async def suspend(
     session: AsyncSession, principal: Principal, org_id: uuid.UUID, *, reason: str
 ) -> Organization:
     """Stop the org's users, terminals and keys at once; every row of it stays."""
-    org = await _merchant_for_carrier_action(session, principal, org_id)
-    if org.status != "active":
-        raise InvalidTransition(
-            f"Only active organizations can be suspended (this one is {org.status})"
-        )
+    org = await _merchant_in_status(session, principal, org_id, "active", "suspended")
     _set_status(session, principal, org, "organization.suspended", "suspended", reason)
     await _emit_to_org_and_carrier(
         session,
@@ -341,11 +334,7 @@ async def suspend(
 
 
 async def reinstate(session: AsyncSession, principal: Principal, org_id: uuid.UUID) -> Organization:
-    org = await _merchant_for_carrier_action(session, principal, org_id)
-    if org.status != "suspended":
-        raise InvalidTransition(
-            f"Only suspended organizations can be reinstated (this one is {org.status})"
-        )
+    org = await _merchant_in_status(session, principal, org_id, "suspended", "reinstated")
     await _activate(session, principal, org)
     await commit(session)
     return org
