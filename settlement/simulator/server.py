@@ -10,7 +10,7 @@ import threading
 import time
 from pathlib import Path
 from types import TracebackType
-from typing import Self
+from typing import Any, Self
 
 import uvicorn
 
@@ -20,18 +20,17 @@ DEFAULT_PORT = 12111
 DEV_API_KEY = "sk_test_coalition_simulator"
 
 
-class SimulatorServer:
-    """The simulator served by uvicorn in a daemon thread; `url` is where the SDK points."""
+class BackgroundServer:
+    """An ASGI app served by uvicorn in a daemon thread on `host:port` (0: a free port)."""
 
     def __init__(
         self,
-        config: SimulatorConfig | None = None,
+        app: Any,
         *,
         host: str = "127.0.0.1",
         port: int = 0,
         startup_timeout: float = 10.0,
     ) -> None:
-        self.app = StripeSimulator(config)
         self.host = host
         self._socket = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         self._socket.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -40,7 +39,7 @@ class SimulatorServer:
         self._startup_timeout = startup_timeout
         self._server = uvicorn.Server(
             uvicorn.Config(
-                self.app,
+                app,
                 lifespan="on",
                 log_level="critical",
                 access_log=False,
@@ -84,6 +83,21 @@ class SimulatorServer:
         tb: TracebackType | None,
     ) -> None:
         self.stop()
+
+
+class SimulatorServer(BackgroundServer):
+    """The simulator in a background thread; `url` is where the SDK's base address points."""
+
+    def __init__(
+        self,
+        config: SimulatorConfig | None = None,
+        *,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        startup_timeout: float = 10.0,
+    ) -> None:
+        self.app = StripeSimulator(config)
+        super().__init__(self.app, host=host, port=port, startup_timeout=startup_timeout)
 
 
 def serve(
