@@ -426,8 +426,10 @@ def _event(obj: Any) -> GatewayEvent:
 
 
 def _translate(exc: stripe.StripeError) -> GatewayError:
+    body = exc.json_body if isinstance(exc.json_body, dict) else {}
+    error = body.get("error") if isinstance(body.get("error"), dict) else {}
     kwargs: dict[str, Any] = {
-        "code": exc.code,
+        "code": exc.code or error.get("code"),
         "http_status": exc.http_status,
         "request_id": exc.request_id,
     }
@@ -441,7 +443,7 @@ def _translate(exc: stripe.StripeError) -> GatewayError:
     status = exc.http_status or 0
     if status >= 500 or isinstance(exc, stripe.APIError):
         return GatewayUnavailable(message, **kwargs)
-    param = getattr(exc, "param", None)
+    param = getattr(exc, "param", None) or error.get("param")
     if status == 404 or exc.code == "resource_missing":
         return GatewayNotFound(message, param=param, **kwargs)
     return GatewayRejected(message, param=param, **kwargs)
