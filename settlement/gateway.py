@@ -425,9 +425,15 @@ def _event(obj: Any) -> GatewayEvent:
     )
 
 
+def _error_body(exc: stripe.StripeError) -> dict[str, Any]:
+    """The `error` object of Stripe's answer ({} when there was no answer)."""
+    body = exc.json_body
+    error = body.get("error") if isinstance(body, dict) else None
+    return error if isinstance(error, dict) else {}
+
+
 def _translate(exc: stripe.StripeError) -> GatewayError:
-    body = exc.json_body if isinstance(exc.json_body, dict) else {}
-    error = body.get("error") if isinstance(body.get("error"), dict) else {}
+    error = _error_body(exc)
     kwargs: dict[str, Any] = {
         "code": exc.code or error.get("code"),
         "http_status": exc.http_status,
@@ -491,7 +497,7 @@ class StripeGateway:
         )
 
     async def aclose(self) -> None:
-        await self._http.close_async()
+        await self._http.close_async()  # type: ignore[no-untyped-call]
 
     @property
     def sdk(self) -> stripe.StripeClient:
@@ -702,8 +708,7 @@ class StripeGateway:
                 {"idempotency_key": request.idempotency_key},
             )
         except stripe.CardError as exc:
-            body = exc.json_body or {}
-            declined = (body.get("error") or {}).get("payment_intent")
+            declined = _error_body(exc).get("payment_intent")
             if not declined:
                 raise _translate(exc) from exc
             return _collection(declined)

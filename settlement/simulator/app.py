@@ -492,10 +492,9 @@ class StripeSimulator:
             store.save()
             return _json(200, payout)
         if area == "payment_intents" and object_id and action == "settle" and method == "POST":
-            account = self._account(payload.get("account"))
             call = Call(
                 store,
-                account,
+                self._account(payload.get("account")),
                 {},
                 "req_simulator",
                 None,

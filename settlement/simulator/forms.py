@@ -74,7 +74,8 @@ def decode_params(encoded: str) -> Params:
         head, rest = match.group(1), match.group(2)
         parts = [head, *re.findall(r"\[([^\[\]]*)\]", rest)]
         _assign(result, parts, value, raw_key)
-    return _lists(result)
+    decoded: Params = _lists(result)
+    return decoded
 
 
 def _assign(target: Params, parts: list[str], value: str, raw_key: str) -> None:

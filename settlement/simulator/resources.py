@@ -10,7 +10,7 @@ import copy
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 from coalition.settlement.simulator.forms import Params, StripeError, parameter_error
 from coalition.settlement.simulator.store import (
@@ -1489,7 +1489,7 @@ def list_webhook_endpoints(call: Call) -> StripeObject:
 _ID = r"([A-Za-z0-9_]+)"
 
 ROUTES: list[tuple[str, re.Pattern[str], Handler]] = [
-    (method, re.compile(f"^{pattern}$"), handler)
+    (method, re.compile(f"^{pattern}$"), cast(Handler, handler))
     for method, pattern, handler in [
         ("GET", "/v1/account", retrieve_account),
         ("POST", "/v1/accounts", create_account),

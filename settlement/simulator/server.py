@@ -18,6 +18,9 @@ from coalition.settlement.simulator.app import SimulatorConfig, StripeSimulator
 
 DEFAULT_PORT = 12111
 DEV_API_KEY = "sk_test_coalition_simulator"
+DEV_WEBHOOK_SECRET = "whsec_coalition_dev_simulator"  # noqa: S105 - the simulator's only
+DEV_STATE_FILE = "stripe-simulator.json"
+DEV_PLATFORM_FUNDS = {"cny": 10_000_000_000, "usd": 1_000_000_000}  # in minor units
 
 
 class BackgroundServer:
@@ -98,6 +101,36 @@ class SimulatorServer(BackgroundServer):
     ) -> None:
         self.app = StripeSimulator(config)
         super().__init__(self.app, host=host, port=port, startup_timeout=startup_timeout)
+
+
+def start_dev_simulator(data_dir: Path) -> SimulatorServer:
+    """`coalition dev` without a Stripe key: the simulator on port 12111 (or a free one), its
+    state kept in `<data_dir>/stripe-simulator.json`, the platform funded once, and the
+    COALITION_STRIPE_* variables pointing the gateway (and the worker) at it."""
+    import os
+
+    import httpx
+
+    config = SimulatorConfig(state_file=data_dir / DEV_STATE_FILE)
+    try:
+        server = SimulatorServer(config, port=DEFAULT_PORT)
+    except OSError:
+        server = SimulatorServer(config, port=0)
+    server.start()
+    auth = {"Authorization": f"Bearer {DEV_API_KEY}"}
+    balance = httpx.get(f"{server.url}/v1/balance", headers=auth, timeout=10).json()
+    funded = {item["currency"] for item in balance.get("available", [])}
+    for currency, amount in DEV_PLATFORM_FUNDS.items():
+        if currency not in funded:
+            httpx.post(
+                f"{server.url}/_simulator/balance/topup",
+                json={"amount": amount, "currency": currency},
+                timeout=10,
+            ).raise_for_status()
+    os.environ["COALITION_STRIPE_API_KEY"] = DEV_API_KEY
+    os.environ["COALITION_STRIPE_API_BASE"] = server.url
+    os.environ.setdefault("COALITION_STRIPE_WEBHOOK_SECRET", DEV_WEBHOOK_SECRET)
+    return server
 
 
 def serve(

@@ -127,10 +127,10 @@ async def onboarded_account(
     return await gateway.get_connected_account(account.id)
 
 
-async def eventually(predicate: Any, timeout: float = 5.0) -> None:
-    """Wait until `predicate()` is true (background deliveries); fail after `timeout` seconds."""
+async def eventually(predicate: Any, within: float = 5.0) -> None:
+    """Wait until `predicate()` is true (background deliveries); fail after `within` seconds."""
     loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
+    deadline = loop.time() + within
     while not predicate():
         if loop.time() > deadline:
             raise AssertionError("condition not reached in time")

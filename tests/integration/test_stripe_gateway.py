@@ -12,7 +12,6 @@ from coalition.settlement.gateway import (
     CollectionRequest,
     GatewayNotFound,
     GatewayRejected,
-    GatewayUnavailable,
     IdempotencyKeyReused,
     StripeGateway,
     TransferRequest,
@@ -304,10 +303,14 @@ async def test_authentication_and_connect_scoping(
     assert [(t.type, t.amount) for t in cafe_side] == [("payment", 400)]
     assert await platform_balance(gateway, bank.id) == {}
     with pytest.raises(stripe.InvalidRequestError) as hidden:
-        await gateway.sdk.v1.transfers.retrieve_async(transfer.id, options={"stripe_account": cafe.id})
+        await gateway.sdk.v1.transfers.retrieve_async(
+            transfer.id, options={"stripe_account": cafe.id}
+        )
     assert hidden.value.http_status == 404
     with pytest.raises(stripe.PermissionError):
-        await gateway.sdk.v1.balance.retrieve_async(options={"stripe_account": "acct_1Unknown000000"})
+        await gateway.sdk.v1.balance.retrieve_async(
+            options={"stripe_account": "acct_1Unknown000000"}
+        )
 
     wrong = StripeGateway("sk_test_wrong", api_base=stripe_server.url, max_network_retries=0)
     try:
@@ -316,11 +319,12 @@ async def test_authentication_and_connect_scoping(
         assert unauthenticated.value.http_status == 401
     finally:
         await wrong.aclose()
-    raw = httpx.get(f"{stripe_server.url}/v1/transfers/{transfer.id}")
-    assert raw.status_code == 401
-    assert raw.json()["error"]["type"] == "invalid_request_error"
-    basic = httpx.get(f"{stripe_server.url}/v1/transfers/{transfer.id}", auth=(API_KEY, ""))
-    assert basic.json()["id"] == transfer.id
+    async with httpx.AsyncClient(base_url=stripe_server.url) as raw_client:
+        raw = await raw_client.get(f"/v1/transfers/{transfer.id}")
+        assert raw.status_code == 401
+        assert raw.json()["error"]["type"] == "invalid_request_error"
+        basic = await raw_client.get(f"/v1/transfers/{transfer.id}", auth=(API_KEY, ""))
+        assert basic.json()["id"] == transfer.id
 
 
 # ---------------------------------------------------------------------- collections

@@ -191,6 +191,4 @@ async def test_dropped_duplicated_and_retried_deliveries(
     lost = next(e for e in events if e.object["id"] == dropped)
     assert await simulator.redeliver(lost.id) == 1
     await simulator.flush_webhooks()
-    await eventually(
-        lambda: any(json.loads(r.body)["id"] == lost.id for r in receiver.received)
-    )
+    await eventually(lambda: any(json.loads(r.body)["id"] == lost.id for r in receiver.received))
