@@ -175,13 +175,14 @@ class StripeSimulator:
             )
             await send({"type": "http.response.body", "body": b"{", "more_body": True})
             raise
+        headers_out = {k.lower(): v for k, v in response.headers.items()}
+        headers_out["content-length"] = str(len(response.body))
         await send(
             {
                 "type": "http.response.start",
                 "status": response.status,
                 "headers": [
-                    (k.lower().encode("latin-1"), v.encode("latin-1"))
-                    for k, v in response.headers.items()
+                    (k.encode("latin-1"), v.encode("latin-1")) for k, v in headers_out.items()
                 ],
             }
         )
