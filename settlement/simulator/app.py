@@ -25,9 +25,9 @@ from typing import Any
 
 import structlog
 
-from coalition.settlement.simulator import resources
+from coalition.settlement.simulator import connect, events, payments, routes
+from coalition.settlement.simulator.calls import Call, add_balance_transaction
 from coalition.settlement.simulator.forms import StripeError, canonical, decode_params
-from coalition.settlement.simulator.resources import Call
 from coalition.settlement.simulator.store import (
     API_VERSION,
     Clock,
@@ -281,7 +281,7 @@ class StripeSimulator:
         key: str | None,
         base_url: str,
     ) -> Response:
-        handler, args = resources.route(method, path)
+        handler, args = routes.route(method, path)
         expand = params.pop("expand", None) or []
         if not isinstance(expand, list):
             expand = [expand]
@@ -484,12 +484,12 @@ class StripeSimulator:
         if area == "onboarding" and object_id and method == "GET":
             return self._onboarding_page(object_id)
         if area == "accounts" and object_id and action == "onboarding" and method == "POST":
-            account = resources.complete_onboarding(store, object_id, **payload)
+            account = connect.complete_onboarding(store, object_id, **payload)
             store.save()
             return _json(200, account)
         if area == "accounts" and object_id and action == "payouts" and method == "POST":
             call = Call(store, self._account(object_id), {}, "req_simulator", None, base_url)
-            payout = resources.automatic_payout(call, str(payload["currency"]).lower())
+            payout = connect.automatic_payout(call, str(payload["currency"]).lower())
             store.save()
             return _json(200, payout)
         if area == "payment_intents" and object_id and action == "settle" and method == "POST":
@@ -503,7 +503,7 @@ class StripeSimulator:
                 self.config.charge_fee_bp,
                 self.config.charge_fee_fixed,
             )
-            intent = resources.settle_debit(call, object_id, payload.get("outcome"))
+            intent = payments.settle_debit(call, object_id, payload.get("outcome"))
             store.save()
             return _json(200, intent)
         if area == "transfers" and object_id:
@@ -559,7 +559,7 @@ class StripeSimulator:
         amount = int(payload["amount"])
         code = str(payload.get("currency", "usd")).lower()
         topup_id = self.store.new_id("tu")
-        txn = resources.add_balance_transaction(
+        txn = add_balance_transaction(
             call,
             account,
             amount=amount,
@@ -598,7 +598,7 @@ class StripeSimulator:
                 410, b"this onboarding link has expired", {"Content-Type": "text/plain"}
             )
         details["used"] = True
-        resources.complete_onboarding(store, details["account"])
+        connect.complete_onboarding(store, details["account"])
         store.save()
         target = details.get("return_url")
         if target:
@@ -681,7 +681,7 @@ class StripeSimulator:
                 None,
                 "",
             )
-            endpoint = resources.create_webhook_endpoint(call)
+            endpoint = events.create_webhook_endpoint(call)
             if payload.get("secret"):
                 endpoint["secret"] = str(payload["secret"])
             self.store.save()

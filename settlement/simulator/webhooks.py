@@ -19,7 +19,7 @@ from typing import Any
 
 import httpx
 
-from coalition.settlement.simulator.resources import event_matches
+from coalition.settlement.simulator.events import event_matches
 from coalition.settlement.simulator.store import Store, StripeObject
 
 USER_AGENT = "Stripe/1.0 (+https://stripe.com/docs/webhooks)"

@@ -13,8 +13,9 @@ from stripe._encode import _api_encode
 
 from coalition.settlement.simulator import StripeSimulator, signature_header
 from coalition.settlement.simulator.app import SimulatorConfig
+from coalition.settlement.simulator.calls import Call
+from coalition.settlement.simulator.connect import create_account, create_transfer
 from coalition.settlement.simulator.forms import StripeError, decode_params
-from coalition.settlement.simulator.resources import Call, create_account, create_transfer
 from coalition.settlement.simulator.store import Clock, IdFactory, Store, metadata, paginate
 
 
