@@ -10,6 +10,7 @@ import stripe
 
 from coalition.settlement.gateway import (
     CollectionRequest,
+    GatewayNotConfigured,
     GatewayNotFound,
     GatewayRejected,
     IdempotencyKeyReused,
@@ -491,3 +492,28 @@ async def test_events_since_a_cursor_oldest_first(
         assert [e.id for e in since] == [e.id for e in events]
     finally:
         await small_pages.aclose()
+
+
+async def test_gateway_from_settings(
+    stripe_server: SimulatorServer, simulator: SimulatorControl
+) -> None:
+    from coalition.platform.settings import Settings
+
+    with pytest.raises(GatewayNotConfigured):
+        StripeGateway.from_settings(Settings(environment="test"))
+    configured = StripeGateway.from_settings(
+        Settings(
+            environment="test",
+            stripe_api_key=API_KEY,
+            stripe_api_base=stripe_server.url + "/",
+            stripe_webhook_secret="whsec_from_settings",
+            stripe_max_network_retries=0,
+        )
+    )
+    try:
+        account = await configured.create_connected_account(
+            email=None, country="CN", idempotency_key="acct-settings"
+        )
+        assert (await configured.get_connected_account(account.id)).id == account.id
+    finally:
+        await configured.aclose()
