@@ -111,6 +111,7 @@ def start_dev_simulator(data_dir: Path) -> SimulatorServer:
 
     import httpx
 
+    data_dir.mkdir(parents=True, exist_ok=True)
     config = SimulatorConfig(state_file=data_dir / DEV_STATE_FILE)
     try:
         server = SimulatorServer(config, port=DEFAULT_PORT)

@@ -215,3 +215,22 @@ async def test_a_deleted_transfer_is_gone(
         )
         == []
     )
+
+
+async def test_concurrent_calls_with_one_key_pay_exactly_once(
+    gateway: StripeGateway, simulator: SimulatorControl
+) -> None:
+    cafe = await funded_account(gateway, simulator)
+    # The first call holds the key for a while, so the others arrive while it is in progress.
+    await simulator.add_fault("/v1/transfers", method="POST", mode="delay", delay_ms=300)
+    outcomes = await asyncio.gather(
+        *(gateway.create_transfer(request_for(cafe)) for _ in range(20)), return_exceptions=True
+    )
+    paid = [o for o in outcomes if not isinstance(o, BaseException)]
+    refused = [o for o in outcomes if isinstance(o, BaseException)]
+    assert paid, "no call succeeded"
+    assert len({t.id for t in paid}) == 1  # every answer names the same transfer
+    assert all(isinstance(e, GatewayUnavailable) and e.http_status == 409 for e in refused)
+    assert len(await gateway.find_transfers(transfer_group="statement_st-1")) == 1
+    balance = await gateway.sdk.v1.balance.retrieve_async()
+    assert [(b.currency, b.amount) for b in balance.available] == [("cny", 1_000_000 - 2_000)]
