@@ -13,10 +13,11 @@ from typing import Any
 
 import pytest
 
-from coalition.settlement.gateway import ConnectedAccount, StripeGateway
+from coalition.settlement.gateway import ConnectedAccount
 from coalition.settlement.simulator import SimulatorConfig, SimulatorServer
 from coalition.settlement.simulator.control import SimulatorControl
 from coalition.settlement.simulator.server import BackgroundServer
+from coalition.settlement.stripe_gateway import StripeGateway
 
 API_KEY = "sk_test_coalition_tests"
 SEED = 20261201

@@ -14,13 +14,13 @@ import pytest
 from coalition.settlement.gateway import (
     GatewayNotFound,
     GatewayUnavailable,
-    StripeGateway,
     TransferRequest,
     payout_idempotency_key,
     statement_transfer_group,
 )
 from coalition.settlement.simulator import SimulatorServer
 from coalition.settlement.simulator.control import SimulatorControl
+from coalition.settlement.stripe_gateway import StripeGateway
 from tests.integration.stripe_helpers import (
     gateway,
     make_gateway,

@@ -14,13 +14,13 @@ from coalition.settlement.gateway import (
     GatewayNotFound,
     GatewayRejected,
     IdempotencyKeyReused,
-    StripeGateway,
     TransferRequest,
     payout_idempotency_key,
     statement_transfer_group,
 )
 from coalition.settlement.simulator import SimulatorServer
 from coalition.settlement.simulator.control import SimulatorControl
+from coalition.settlement.stripe_gateway import StripeGateway
 from tests.integration.stripe_helpers import (
     API_KEY,
     gateway,

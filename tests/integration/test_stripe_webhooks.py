@@ -10,12 +10,12 @@ import stripe
 
 from coalition.settlement.gateway import (
     GatewayNotConfigured,
-    StripeGateway,
     TransferRequest,
     WebhookSignatureInvalid,
 )
 from coalition.settlement.simulator import SimulatorServer, signature_header
 from coalition.settlement.simulator.control import SimulatorControl
+from coalition.settlement.stripe_gateway import StripeGateway
 from tests.integration.stripe_helpers import (
     WebhookReceiver,
     eventually,
