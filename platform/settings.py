@@ -80,7 +80,7 @@ class Settings(BaseSettings):
     log_json: bool | None = None
     log_level: str = "INFO"
 
-    # Stripe (settlement/gateway.py). Without a key `coalition dev` runs the simulator and
+    # Stripe (settlement/stripe_gateway.py). Without a key `coalition dev` runs the simulator and
     # points the API base at it; the webhook secret verifies `Stripe-Signature` headers.
     stripe_api_key: str | None = None
     stripe_api_base: str | None = None
