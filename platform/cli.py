@@ -159,7 +159,10 @@ def dev(data_dir: Path, port: int) -> None:
     from coalition.platform.embedded import EmbeddedStack
 
     base = get_settings()
+    from coalition.settlement.simulator.server import SimulatorServer, start_dev_simulator
+
     stack: EmbeddedStack | None = None
+    stripe_simulator: SimulatorServer | None = None
     worker_process: subprocess.Popen[bytes] | None = None
     try:
         if not base.database_url or not base.redis_url:
@@ -170,6 +173,8 @@ def dev(data_dir: Path, port: int) -> None:
             os.environ.setdefault("DATABASE_URL", stack.database_url)
             os.environ.setdefault("REDIS_URL", stack.redis_url)
         os.environ.setdefault("COALITION_PUBLIC_URL", f"http://127.0.0.1:{port}")
+        if not base.stripe_api_key:
+            stripe_simulator = start_dev_simulator(data_dir)
         get_settings.cache_clear()
         settings = get_settings()
         url = _require_database(settings)
@@ -187,6 +192,10 @@ def dev(data_dir: Path, port: int) -> None:
         click.echo(f"  Metrics      {app_url}/metrics")
         click.echo(f"  PostgreSQL   {settings.database_url}")
         click.echo(f"  Redis        {settings.redis_url}")
+        if stripe_simulator is not None:
+            click.echo(
+                f"  Stripe       {stripe_simulator.url}  (simulator; control API /_simulator/)"
+            )
         _print_demo(report, DEMO_PASSWORD)
         click.echo("\nPress Ctrl-C to stop.\n")
         uvicorn.run(
@@ -204,6 +213,8 @@ def dev(data_dir: Path, port: int) -> None:
                 worker_process.wait(timeout=20)
             except subprocess.TimeoutExpired:
                 worker_process.kill()
+        if stripe_simulator is not None:
+            stripe_simulator.stop()
         if stack is not None:
             stack.stop()
         click.echo("stopped; data kept in " + str(data_dir))
@@ -227,8 +238,10 @@ def _print_demo(report: DemoReport, password: str) -> None:
 
 def _register_domain_commands() -> None:
     from coalition.campaigns.controllers.issuance import issue_command
+    from coalition.settlement.simulator.cli import stripe_simulator_command
 
     main.add_command(issue_command, name="issue")
+    main.add_command(stripe_simulator_command, name="stripe-simulator")
 
 
 _register_domain_commands()

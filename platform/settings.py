@@ -80,7 +80,14 @@ class Settings(BaseSettings):
     log_json: bool | None = None
     log_level: str = "INFO"
 
+    # Stripe (settlement/stripe_gateway.py). Without a key `coalition dev` runs the simulator and
+    # points the API base at it; the webhook secret verifies `Stripe-Signature` headers.
     stripe_api_key: str | None = None
+    stripe_api_base: str | None = None
+    stripe_webhook_secret: str | None = None
+    stripe_max_network_retries: int = 2
+    stripe_timeout_seconds: float = 30.0
+    stripe_webhook_tolerance_seconds: int = 300
 
     @field_validator("database_url")
     @classmethod

@@ -17,7 +17,16 @@ from coalition.campaigns.models import Campaign
 from coalition.merchants.models import Organization, Store, User
 from coalition.platform.settings import Settings
 
-COMMANDS = ["dev", "serve", "worker", "migrate", "seed-demo", "create-carrier", "issue"]
+COMMANDS = [
+    "dev",
+    "serve",
+    "worker",
+    "migrate",
+    "seed-demo",
+    "create-carrier",
+    "issue",
+    "stripe-simulator",
+]
 
 
 def coalition(*args: str, settings: Settings | None = None) -> subprocess.CompletedProcess[str]:
