@@ -90,11 +90,18 @@ def create_app(settings: Settings | None = None) -> Litestar:
     configure_logging(settings)
 
     from coalition.campaigns.controllers import ROUTES as CAMPAIGN_ROUTES
+    from coalition.campaigns.services.customer_tokens import customer_principal_without_lookup
     from coalition.merchants.controllers import ROUTES as MERCHANT_ROUTES
     from coalition.merchants.services.identity import resolve_principal
     from coalition.settlement.controllers import ROUTES as SETTLEMENT_ROUTES
 
-    state = State({"settings": settings, "resolve_principal": resolve_principal})
+    state = State(
+        {
+            "settings": settings,
+            "resolve_principal": resolve_principal,
+            "resolve_principal_fast": customer_principal_without_lookup,
+        }
+    )
     return Litestar(
         route_handlers=[
             HealthController,
