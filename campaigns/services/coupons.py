@@ -191,16 +191,6 @@ _REPLY = (
 )
 
 
-async def _driver(session: AsyncSession) -> asyncpg.Connection:
-    """The session's asyncpg connection, outside any transaction (a claim runs its own)."""
-    connection = await session.connection()
-    raw = await connection.get_raw_connection()
-    driver: asyncpg.Connection | None = raw.driver_connection
-    if driver is None or driver.is_in_transaction():
-        raise RuntimeError("a claim must start on a connection without an open transaction")
-    return driver
-
-
 def _replay(record: Any, fingerprint: str) -> ClaimResult | None:
     """The stored reply to this key, if any (another request's use of the key is a 422)."""
     if record["request_hash"] is None:
@@ -239,7 +229,7 @@ def _eligible(row: Any) -> bool:
 
 
 async def claim_coupon(
-    session: AsyncSession,
+    driver: asyncpg.Connection,
     settings: Settings,
     principal: Principal,
     campaign_id: uuid.UUID,
@@ -248,7 +238,8 @@ async def claim_coupon(
 ) -> ClaimResult:
     """Give the customer one coupon of a running campaign, exactly once per Idempotency-Key.
 
-    The hot path of a flash sale, in few round trips on the session's asyncpg connection:
+    The hot path of a flash sale, in few round trips on a bare asyncpg connection (outside any
+    transaction; see `provide_db`):
 
     1. One unlocked read (no transaction) of everything the decision needs. A replay of the
        key, a campaign that is not running, an ineligible customer, a customer at their limit
@@ -269,7 +260,8 @@ async def claim_coupon(
     assert customer_id is not None
     scope = idempotency.new_scope("claim", customer_id)
     fingerprint = idempotency.request_fingerprint("POST", f"/campaigns/{campaign_id}/claims", {})
-    driver = await _driver(session)
+    if driver.is_in_transaction():
+        raise RuntimeError("a claim must start on a connection without an open transaction")
     now = utcnow()
 
     row = await driver.fetchrow(

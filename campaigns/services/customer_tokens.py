@@ -316,11 +316,18 @@ _verified = VerifiedCustomerTokens()
 
 
 def customer_principal_without_lookup(settings: Settings, token: str) -> Principal | None:
-    """The principal of one of our own customer tokens, without any I/O; None for every other
-    credential (carrier identity tokens, staff tokens, keys), which need the database.
-    `InvalidToken` / `TokenExpired` for a customer token that does not verify."""
-    if token not in _verified and token_kind(settings, token) != "customer":
-        return None
+    """The principal of one of our own valid customer tokens, without any I/O; None for every
+    other credential (carrier identity tokens, staff tokens, keys, tokens that do not verify),
+    which `resolve_customer_token` and the staff resolvers then look at. `TokenExpired` for a
+    token verified earlier that has expired since."""
+    if token not in _verified:
+        try:
+            claims = _verified.claims(settings, token)
+        except (InvalidToken, TokenExpired):
+            # Not one of ours, or one that does not verify: the full resolver decides (and
+            # words the error).
+            return None
+        return customer_principal(claims.customer_id)
     return customer_principal(_verified.claims(settings, token).customer_id)
 
 
