@@ -217,14 +217,24 @@ class CustomerOtp(SQLModel, table=True):
 
 
 class Coupon(SQLModel, table=True):
+    """A coupon. Its indexes are the ones its queries need, and no more (bulk issuance writes
+    a million at a time): the primary key (by id), the code (the till), the customer's n-th
+    coupon of a campaign (the per-customer limit, and the wallet by its first column), the
+    redeemable ones by validity (the expiry sweep), and by campaign and status (an ended
+    campaign's release). No foreign keys: a per-row check costs bulk issuance as much as two
+    indexes, and coupons are to be partitioned by campaign. The code paths that write coupons
+    keep the references: a claim's customer comes from a verified token and its campaign is
+    read in the same transaction; an issuance's targets are checked against `customer` at
+    upload and its campaign row is held FOR SHARE while each chunk is written; customers and
+    campaigns are never deleted."""
+
     __tablename__ = "coupon"
     __table_args__ = (
         CheckConstraint(_in("status", COUPON_STATUSES), name="status"),
         CheckConstraint("reserved_amount >= 0", name="reserved_amount"),
         CheckConstraint("valid_until > valid_from", name="validity"),
         # Exactly-once per customer limit: the n-th coupon of a customer in a campaign.
-        UniqueConstraint("campaign_id", "customer_id", "holder_seq"),
-        Index("ix_coupon_customer", "customer_id", "campaign_id"),
+        UniqueConstraint("customer_id", "campaign_id", "holder_seq"),
         Index(
             "ix_coupon_expiry",
             "valid_until",
@@ -234,9 +244,9 @@ class Coupon(SQLModel, table=True):
     )
 
     id: uuid.UUID = id_field()
-    campaign_id: uuid.UUID = fk("campaign.id", index=False)
+    campaign_id: uuid.UUID = Field(sa_column=Column(Uuid, nullable=False))
     code: str = Field(max_length=16, unique=True)
-    customer_id: uuid.UUID | None = fk("customer.id", index=False, nullable=True)
+    customer_id: uuid.UUID | None = Field(default=None, sa_column=Column(Uuid, nullable=True))
     holder_seq: int | None = None
     claim_day: date | None = Field(default=None, sa_column=Column(Date, nullable=True))
     status: str = Field(max_length=16)
@@ -269,6 +279,9 @@ class IssueBatch(SQLModel, table=True):
     total: int = 0
     issued: int = 0
     rejected: int = 0
+    # Every target up to this row number is settled (a coupon, or an error): each chunk moves
+    # it in the transaction that writes its coupons, so a resumed run starts right after it.
+    done_through_row: int = 0
     errors: list[dict[str, Any]] = Field(
         default_factory=list, sa_column=Column(JSONB, nullable=False)
     )
@@ -280,7 +293,8 @@ class IssueBatch(SQLModel, table=True):
 
 
 class IssueBatchTarget(SQLModel, table=True):
-    """The batch's targets in upload order; `issued` marks the rows already done."""
+    """The batch's targets in upload order; the batch's `done_through_row` says which are
+    settled, and each issued coupon carries its `batch_id`."""
 
     __tablename__ = "issue_batch_target"
     __table_args__ = (PrimaryKeyConstraint("batch_id", "row_number"),)
@@ -290,7 +304,6 @@ class IssueBatchTarget(SQLModel, table=True):
     )
     row_number: int = Field(sa_column=Column(Integer, nullable=False))
     customer_id: uuid.UUID
-    coupon_id: uuid.UUID | None = None
 
 
 class CampaignDailyStat(SQLModel, table=True):

@@ -5,7 +5,8 @@ from __future__ import annotations
 import uuid
 from typing import Annotated, Any
 
-from litestar import Controller, Response, get, post
+import asyncpg
+from litestar import Controller, Request, Response, get, post
 from litestar.params import Parameter
 from litestar.status_codes import HTTP_200_OK
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -15,7 +16,7 @@ from coalition.campaigns.schemas.coupons import CampaignStatsRead, CouponRead, V
 from coalition.campaigns.services import coupons
 from coalition.platform import idempotency
 from coalition.platform.api import Limit, Offset, Page
-from coalition.platform.auth import Principal, role_guard
+from coalition.platform.auth import Principal, principal_of, role_guard
 from coalition.platform.settings import Settings
 
 customers_only = role_guard(kinds=("customer",))
@@ -30,17 +31,18 @@ class ClaimController(Controller):
     async def claim(
         self,
         campaign_id: uuid.UUID,
-        session: AsyncSession,
-        settings: Settings,
-        principal: Principal,
+        db: asyncpg.Connection,
+        request: Request[Any, Any, Any],
         idempotency_key: IdempotencyKey = None,
     ) -> Response[dict[str, Any]]:
         """Claim a coupon (customer token; `Idempotency-Key` required). A replay of the key
         returns the first response with `Idempotent-Replayed: true`."""
+        # The flash-sale path: one dependency (several would be resolved in a task group per
+        # request), the principal and settings read from the request.
         result = await coupons.claim_coupon(
-            session,
-            settings,
-            principal,
+            db,
+            request.app.state.settings,
+            principal_of(request),
             campaign_id,
             idempotency_key=idempotency.check_key(idempotency_key),
         )

@@ -8,19 +8,14 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import func, text
-from sqlalchemy.exc import IntegrityError
+import asyncpg
+import msgspec
+from sqlalchemy import func
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col, select
 
 from coalition.campaigns import codes, domain, qr
-from coalition.campaigns.models import (
-    Campaign,
-    CampaignParticipant,
-    CampaignTarget,
-    Coupon,
-    Customer,
-)
+from coalition.campaigns.models import SLOTS, Campaign, CampaignParticipant, Coupon
 from coalition.campaigns.schemas.coupons import (
     CampaignStatsRead,
     CouponRead,
@@ -115,21 +110,6 @@ def coupon_read(coupon: Coupon, campaign: Campaign, settings: Settings) -> Coupo
     )
 
 
-def is_eligible(campaign: Campaign, customer: Customer, *, targeted: bool) -> bool:
-    if campaign.audience == "targeted":
-        return targeted
-    if campaign.audience == "segment":
-        if campaign.audience_min_tier is not None and customer.tier < campaign.audience_min_tier:
-            return False
-        if campaign.audience_max_tier is not None and customer.tier > campaign.audience_max_tier:
-            return False
-        if campaign.audience_tags and not set(campaign.audience_tags) & set(customer.tags):
-            return False
-        if campaign.audience_on_network_only and not customer.on_network:
-            return False
-    return True
-
-
 @dataclass(frozen=True, slots=True)
 class ClaimResult:
     status_code: int
@@ -137,108 +117,249 @@ class ClaimResult:
     replayed: bool
 
 
+# Everything a claim needs to decide, in one unlocked read (one snapshot): the campaign and its
+# funders' shares, the customer, whether they are on a targeted list, what they hold in the
+# campaign, how much stock and budget is left over all slots, and a stored reply to this key.
+# $1 campaign, $2 customer, $3 the claim's time, $4 idempotency scope, $5 key.
+_CLAIM_CONTEXT = """
+SELECT c.status, c.starts_at, c.ends_at, c.name, c.currency, c.timezone, c.code_prefix,
+       c.offer, c.audience, c.audience_min_tier, c.audience_max_tier, c.audience_tags,
+       c.audience_on_network_only, c.per_customer_limit, c.per_customer_daily_limit,
+       (SELECT array_agg(p.share_bp ORDER BY p.position) FROM campaign_participant p
+        WHERE p.campaign_id = c.id) AS shares,
+       cu.tier, cu.tags, cu.on_network,
+       c.audience = 'targeted' AND EXISTS (
+           SELECT 1 FROM campaign_target t WHERE t.campaign_id = c.id AND t.customer_id = $2
+       ) AS targeted,
+       h.held, h.last_seq, h.today,
+       (SELECT coalesce(sum(s.remaining_quantity), 0) FROM claim_slot s
+        WHERE s.campaign_id = c.id) AS quantity_left,
+       (SELECT coalesce(sum(s.remaining_budget), 0) FROM claim_slot s
+        WHERE s.campaign_id = c.id) AS budget_left,
+       i.request_hash, i.status_code, i.response
+FROM (SELECT 1) AS one
+LEFT JOIN campaign c ON c.id = $1
+LEFT JOIN customer cu ON cu.id = $2
+LEFT JOIN idempotency_record i ON i.scope = $4 AND i.key = $5
+LEFT JOIN LATERAL (
+    SELECT count(*) FILTER (WHERE k.status <> 'void') AS held,
+           coalesce(max(k.holder_seq), 0) AS last_seq,
+           count(*) FILTER (
+               WHERE k.claim_day = ($3::timestamptz AT TIME ZONE c.timezone)::date
+           ) AS today
+    FROM coupon k WHERE k.customer_id = $2 AND k.campaign_id = $1
+) AS h ON true
+"""
+# Under the customer's lock: what they hold now, and a reply another request with this key
+# committed meanwhile. $1 campaign, $2 customer, $3 local day, $4 scope, $5 key.
+_CLAIM_RECHECK = """
+SELECT h.held, h.last_seq, h.today, i.request_hash, i.status_code, i.response
+FROM (
+    SELECT count(*) FILTER (WHERE k.status <> 'void') AS held,
+           coalesce(max(k.holder_seq), 0) AS last_seq,
+           count(*) FILTER (WHERE k.claim_day = $3) AS today
+    FROM coupon k WHERE k.customer_id = $2 AND k.campaign_id = $1
+) AS h
+LEFT JOIN idempotency_record i ON i.scope = $4 AND i.key = $5
+"""
+# The coupon, the day's figure and the stored reply, in one statement (one round trip).
+_CLAIM_WRITE = f"""
+WITH coupon_row AS (
+    INSERT INTO coupon (id, campaign_id, code, customer_id, holder_seq, claim_day, status, slot,
+                        reserved_amount, funder_reserved, valid_from, valid_until, issued_at,
+                        claimed_at)
+    VALUES ($1, $2, $3, $4, $5, $6, 'claimed', $7, $8, $9::bigint[], $10, $11, $12, $12)
+    RETURNING id
+), figure AS (
+    INSERT INTO campaign_daily_stat (campaign_id, day, slot, issued, claimed, redeemed,
+                                     expired, voided, discount)
+    VALUES ($2, $6, $7 % {SLOTS}, 0, 1, 0, 0, 0, 0)
+    ON CONFLICT (campaign_id, day, slot)
+    DO UPDATE SET claimed = campaign_daily_stat.claimed + 1
+    RETURNING 1
+), reply AS (
+    INSERT INTO idempotency_record (scope, key, request_hash, status_code, response, created_at)
+    VALUES ($13, $14, $15, 201, $16::jsonb, $12)
+    RETURNING 1
+)
+SELECT (SELECT id FROM coupon_row), (SELECT count(*) FROM figure), (SELECT count(*) FROM reply)
+"""  # noqa: S608 - SLOTS is a constant
+_CLAIM_LOCK = "SELECT pg_advisory_xact_lock(hashtextextended($1, 0))"
+_REPLY = (
+    "SELECT request_hash, status_code, response FROM idempotency_record "
+    "WHERE scope = $1 AND key = $2"
+)
+
+
+def _replay(record: Any, fingerprint: str) -> ClaimResult | None:
+    """The stored reply to this key, if any (another request's use of the key is a 422)."""
+    if record["request_hash"] is None:
+        return None
+    if record["request_hash"] != fingerprint:
+        raise idempotency.IdempotencyKeyReused(field="Idempotency-Key")
+    if record["status_code"] is None or record["response"] is None:
+        raise idempotency.IdempotencyKeyReused("The first request with this key has not finished")
+    return ClaimResult(int(record["status_code"]), record["response"], replayed=True)
+
+
+def _check_limits(row: Any, held: int, today: int) -> None:
+    if held >= row["per_customer_limit"]:
+        raise ClaimLimitReached()
+    daily = row["per_customer_daily_limit"]
+    if daily is not None and today >= daily:
+        raise DailyClaimLimitReached()
+
+
+def _eligible(row: Any) -> bool:
+    audience = row["audience"]
+    if audience == "targeted":
+        return bool(row["targeted"])
+    if audience == "segment":
+        tier, low, high = row["tier"], row["audience_min_tier"], row["audience_max_tier"]
+        if low is not None and tier < low:
+            return False
+        if high is not None and tier > high:
+            return False
+        tags = row["audience_tags"]
+        if tags and not set(tags) & set(row["tags"]):
+            return False
+        if row["audience_on_network_only"] and not row["on_network"]:
+            return False
+    return True
+
+
 async def claim_coupon(
-    session: AsyncSession,
+    driver: asyncpg.Connection,
     settings: Settings,
     principal: Principal,
     campaign_id: uuid.UUID,
     *,
     idempotency_key: str,
 ) -> ClaimResult:
-    """Give the customer one coupon of a running campaign, exactly once per Idempotency-Key."""
-    assert principal.subject_id is not None
+    """Give the customer one coupon of a running campaign, exactly once per Idempotency-Key.
+
+    The hot path of a flash sale, in few round trips on a bare asyncpg connection (outside any
+    transaction; see `provide_db`):
+
+    1. One unlocked read (no transaction) of everything the decision needs. A replay of the
+       key, a campaign that is not running, an ineligible customer, a customer at their limit
+       and a sold-out campaign are answered from it, so losers write nothing and wait for no
+       lock (their answers are not stored: a retry is answered afresh).
+    2. The winner's transaction: the customer's advisory lock for the campaign (one claim at a
+       time per customer and campaign); the holdings and the key read again under it; a slot
+       (`slots.take`, whose CHECK constraints are the arbiter against overselling); then the
+       coupon, the day's figure and the stored reply in one statement; commit.
+
+    Exactly once: the reply is stored with the coupon, in its transaction. A concurrent request
+    with the same key waits on the customer's lock and then finds the reply (same campaign), or
+    meets the reply's primary key (another campaign) and is answered from the stored reply
+    (a 422, as the key was used for another request). The unique (customer, campaign, n) index
+    stays the arbiter of the per-customer limit should anything bypass the lock.
+    """
     customer_id = principal.subject_id
+    assert customer_id is not None
     scope = idempotency.new_scope("claim", customer_id)
     fingerprint = idempotency.request_fingerprint("POST", f"/campaigns/{campaign_id}/claims", {})
-    replay = await idempotency.begin(
-        session, scope=scope, key=idempotency_key, fingerprint=fingerprint
-    )
-    if replay is not None:
-        await session.rollback()
-        return ClaimResult(replay.status_code, replay.response, replayed=True)
-
+    if driver.is_in_transaction():
+        raise RuntimeError("a claim must start on a connection without an open transaction")
     now = utcnow()
-    campaign = await session.get(Campaign, campaign_id)
-    if campaign is None or campaign.status in ("draft", "proposed", "cancelled"):
+
+    row = await driver.fetchrow(
+        _CLAIM_CONTEXT, campaign_id, customer_id, now, scope, idempotency_key
+    )
+    assert row is not None
+    replay = _replay(row, fingerprint)
+    if replay is not None:
+        return replay
+    status = row["status"]
+    if status is None or status in ("draft", "proposed", "cancelled"):
         raise NotFound("Campaign not found")
-    if campaign.status != "active" or not campaign.starts_at <= now < campaign.ends_at:
+    if status != "active" or not row["starts_at"] <= now < row["ends_at"]:
         raise CampaignNotActive()
-    customer = await session.get_one(Customer, customer_id)
-    targeted = (
-        campaign.audience == "targeted"
-        and (await session.get(CampaignTarget, (campaign_id, customer_id))) is not None
-    )
-    if not is_eligible(campaign, customer, targeted=targeted):
+    if row["tier"] is None:
+        raise NotFound("Customer not found")
+    if not _eligible(row):
         raise NotEligible()
-
-    # One claim at a time per customer and campaign; the unique (campaign, customer, seq)
-    # index below stays the arbiter should anything bypass this lock.
-    await session.execute(
-        text("SELECT pg_advisory_xact_lock(hashtextextended(:k, 0))"),
-        {"k": f"claim:{campaign_id}:{customer_id}"},
-    )
-    day = figures.local_day(now, campaign.timezone)
-    held, last_seq, today = (
-        await session.execute(
-            select(
-                func.count().filter(col(Coupon.status) != "void"),
-                func.coalesce(func.max(col(Coupon.holder_seq)), 0),
-                func.count().filter(col(Coupon.claim_day) == day),
-            ).where(col(Coupon.campaign_id) == campaign_id, col(Coupon.customer_id) == customer_id)
-        )
-    ).one()
-    if held >= campaign.per_customer_limit:
-        raise ClaimLimitReached()
-    if campaign.per_customer_daily_limit is not None and today >= campaign.per_customer_daily_limit:
-        raise DailyClaimLimitReached()
-
-    offer = domain.offer_from_json(campaign.offer)
+    _check_limits(row, row["held"], row["today"])
+    offer = domain.offer_from_json(row["offer"])
     reservation = domain.max_discount(offer)
-    funding = await funding_of(session, campaign_id)
-    parts = slots.funder_reservations(reservation, funding.shares_bp)
-    taken = await slots.take(session, campaign_id, reservation, parts)
-    if isinstance(taken, slots.SoldOut):
-        raise SoldOut() if taken.reason == "quantity" else BudgetExhausted()
-
+    if row["quantity_left"] == 0:
+        raise SoldOut()
+    if row["budget_left"] < reservation:
+        raise BudgetExhausted()
+    parts = slots.funder_reservations(reservation, row["shares"] or [])
+    day = figures.local_day(now, row["timezone"])
     validity = domain.coupon_validity(
-        offer, claimed_at=now, campaign_ends_at=campaign.ends_at, timezone=campaign.timezone
+        offer, claimed_at=now, campaign_ends_at=row["ends_at"], timezone=row["timezone"]
     )
-    coupon = Coupon(
-        campaign_id=campaign_id,
-        code=codes.new_code(),
-        customer_id=customer_id,
-        holder_seq=last_seq + 1,
-        claim_day=day,
-        status="claimed",
-        slot=taken,
-        reserved_amount=reservation,
-        funder_reserved=parts,
-        valid_from=validity.starts_at,
-        valid_until=validity.ends_at,
-        issued_at=now,
-        claimed_at=now,
-    )
-    session.add(coupon)
+    coupon_id = uuid.uuid4()
+    code = codes.new_code()
+    body: dict[str, Any] = msgspec.to_builtins(
+        {
+            "id": coupon_id,
+            "campaign_id": campaign_id,
+            "campaign_name": row["name"],
+            "code": code,
+            "display_code": codes.display(code, row["code_prefix"]),
+            "status": "claimed",
+            "currency": row["currency"],
+            "max_discount": reservation,
+            "valid_from": validity.starts_at,
+            "valid_until": validity.ends_at,
+            "claimed_at": now,
+            "redeemed_at": None,
+            "coupon_url": qr.coupon_url(settings.public_url, code),
+            "qr_png": f"/api/v1/wallet/coupons/{coupon_id}/qr.png",
+            "qr_svg": f"/api/v1/wallet/coupons/{coupon_id}/qr.svg",
+        }
+    )  # the shape of CouponRead, as the wallet shows the coupon
     try:
-        await session.flush()
-    except IntegrityError as exc:
-        # A bulk issuance gave this customer their n-th coupon at the same moment: the
-        # unique (campaign, customer, n) index kept it at one; this claim is over the limit.
+        async with driver.transaction():
+            await driver.execute(_CLAIM_LOCK, f"claim:{campaign_id}:{customer_id}")
+            again = await driver.fetchrow(
+                _CLAIM_RECHECK, campaign_id, customer_id, day, scope, idempotency_key
+            )
+            assert again is not None
+            replay = _replay(again, fingerprint)
+            if replay is not None:
+                return replay
+            _check_limits(row, again["held"], again["today"])
+            taken = await slots.take(driver, campaign_id, reservation, parts)
+            if isinstance(taken, slots.SoldOut):
+                raise SoldOut() if taken.reason == "quantity" else BudgetExhausted()
+            await driver.execute(
+                _CLAIM_WRITE,
+                coupon_id,
+                campaign_id,
+                code,
+                customer_id,
+                again["last_seq"] + 1,
+                day,
+                taken,
+                reservation,
+                parts,
+                validity.starts_at,
+                validity.ends_at,
+                now,
+                scope,
+                idempotency_key,
+                fingerprint,
+                msgspec.json.encode(body).decode(),
+            )
+    except asyncpg.UniqueViolationError as exc:
+        if exc.constraint_name == "pk_idempotency_record":
+            # The same key, used meanwhile by a request on another campaign: its stored reply
+            # (or, as here, its fingerprint) decides.
+            stored = await driver.fetchrow(_REPLY, scope, idempotency_key)
+            if stored is not None and (replay := _replay(stored, fingerprint)) is not None:
+                return replay
+            raise idempotency.IdempotencyKeyReused(field="Idempotency-Key") from exc
+        if exc.constraint_name == "uq_coupon_code":  # 65 random bits: next to never
+            raise slots.SlotsBusy("Please try again") from exc
+        # A bulk issuance gave this customer their n-th coupon at the same moment: the unique
+        # (customer, campaign, n) index kept it at one; this claim is over the limit.
         raise ClaimLimitReached() from exc
-    await figures.bump(session, campaign_id, day, taken, claimed=1)
-    body = msgspec_to_dict(coupon_read(coupon, campaign, settings))
-    await idempotency.finish(
-        session, scope=scope, key=idempotency_key, status_code=201, response=body
-    )
-    await commit(session)
     return ClaimResult(201, body, replayed=False)
-
-
-def msgspec_to_dict(value: Any) -> dict[str, Any]:
-    import msgspec
-
-    result: dict[str, Any] = msgspec.to_builtins(value)
-    return result
 
 
 # --- the wallet -------------------------------------------------------------------------------

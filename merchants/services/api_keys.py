@@ -75,7 +75,7 @@ def scope_guard(*scopes: str, roles: tuple[str, ...] = ()) -> Guard:
     if unknown:
         raise ValueError(f"unknown API key scopes: {', '.join(unknown)}")
 
-    def guard(connection: ASGIConnection[Any, Any, Any, Any], _: BaseRouteHandler) -> None:
+    async def guard(connection: ASGIConnection[Any, Any, Any, Any], _: BaseRouteHandler) -> None:
         principal = principal_of(connection)
         if principal.kind == "api_key":
             missing = missing_scopes(principal, scopes)

@@ -275,3 +275,50 @@ async def test_customers_rows_never_hold_a_phone_number(session: AsyncSession) -
     customer = await new_customer(session)
     row = await session.get_one(Customer, customer.id)
     assert len(row.external_id_hash) == 64 and row.phone_hint and "*" in row.phone_hint
+
+
+async def test_a_key_used_for_another_campaign_is_refused_even_at_once(
+    world: World, session: AsyncSession, settings: Settings, claim: Claim
+) -> None:
+    first = await running_campaign(session, world)
+    second = await running_campaign(session, world)
+    headers = await customer_headers(settings, await new_customer(session))
+    made = await claim(first, headers, key="one-key-two-campaigns")
+    assert made.status_code == 201
+    other = await claim(second, headers, key="one-key-two-campaigns")
+    assert other.status_code == 422 and other.json()["code"] == "idempotency_key_reused"
+    # both at once, from a fresh customer: one coupon, the other request refused
+    headers = await customer_headers(settings, await new_customer(session))
+    results = await asyncio.gather(
+        *(claim(c, headers, key="raced-key-0001") for c in (first, second, first, second))
+    )
+    statuses = sorted(r.status_code for r in results)
+    assert statuses.count(201) == 2 and statuses.count(422) == 2, [r.text for r in results]
+    assert len({r.json()["id"] for r in results if r.status_code == 201}) == 1
+    assert {r.json()["code"] for r in results if r.status_code == 422} == {"idempotency_key_reused"}
+    count = (await session.execute(select(func.count()).select_from(Coupon))).scalar_one()
+    assert count == 2
+
+
+async def test_a_losing_claim_stores_nothing_and_its_key_may_win_later(
+    client: Client, world: World, session: AsyncSession, settings: Settings, claim: Claim
+) -> None:
+    campaign = await running_campaign(session, world, quantity=1)
+    winner = await claim(campaign, await customer_headers(settings, await new_customer(session)))
+    assert winner.status_code == 201
+    headers = await customer_headers(settings, await new_customer(session))
+    lost = await claim(campaign, headers, key="late-comer-0001")
+    assert lost.status_code == 409 and lost.json()["code"] == "sold_out"
+    stored = (
+        await session.execute(
+            text("SELECT count(*) FROM idempotency_record WHERE scope LIKE 'claim:%'")
+        )
+    ).scalar_one()
+    assert stored == 1  # the winner's reply only: a loser writes nothing
+    owner = await auth_headers(client, "marketing@carrier.test")
+    voided = await client.post(
+        f"/api/v1/coupons/{winner.json()['id']}/void", json={"reason": "returned"}, headers=owner
+    )
+    assert voided.status_code == 200
+    again = await claim(campaign, headers, key="late-comer-0001")  # the unit came back
+    assert again.status_code == 201 and "idempotent-replayed" not in again.headers

@@ -120,10 +120,10 @@ async def assert_exactly_once(
         .scalars()
         .all()
     )
-    assert all(t.coupon_id is not None for t in targets)  # no gap
-    by_id = {c.id: c for c in mine}
-    assert {t.coupon_id for t in targets} == set(by_id)
-    assert all(by_id[t.coupon_id].customer_id == t.customer_id for t in targets if t.coupon_id)
+    # no gap: every target's customer got this batch's coupon, and nobody else did
+    assert {t.customer_id for t in targets} == {c.customer_id for c in mine}
+    batch = await batch_row(session, batch_id)
+    assert batch.done_through_row == max((t.row_number for t in targets), default=0)
     return mine
 
 
@@ -161,6 +161,18 @@ def test_codes_batch_makes_valid_distinct_codes_in_the_claim_format() -> None:
     assert {uuid.UUID(i).version for i in ids} == {4}
 
 
+def test_uuid7_batch_makes_distinct_ascending_time_ordered_ids() -> None:
+    now_ms = 1_764_600_000_123
+    ids = issuance.uuid7_batch(5000, now_ms=now_ms)
+    parsed = [uuid.UUID(i) for i in ids]
+    assert len(set(parsed)) == 5000 and ids == sorted(ids)
+    assert {u.version for u in parsed} == {7} and {u.variant for u in parsed} == {uuid.RFC_4122}
+    assert {u.int >> 80 for u in parsed} == {now_ms}  # the 48-bit millisecond timestamp
+    later = issuance.uuid7_batch(10, now_ms=now_ms + 1)
+    assert min(later) > max(ids)  # later batches sort after earlier ones
+    assert issuance.uuid7_batch(0) == []
+
+
 def test_parse_upload_reports_each_bad_line() -> None:
     good = [str(uuid.uuid4()) for _ in range(3)]
     parsed = issuance.parse_upload(
@@ -189,6 +201,26 @@ def test_parse_upload_reports_each_bad_line() -> None:
         issuance.parse_upload(b"customer_id\n")
     with pytest.raises(issuance.UnusableUpload):
         issuance.parse_upload(b"customer_id\n\xff\xfe\n")
+
+
+def test_a_plain_file_of_ids_reads_as_the_csv_reader_reads_it() -> None:
+    ids = [str(uuid.uuid4()) for _ in range(500)]
+    plain = issuance.parse_upload(csv_of(*ids))  # the fast path: one id per line
+    crlf = issuance.parse_upload(("customer_id\r\n" + "\r\n".join(ids) + "\r\n").encode())
+    for parsed in (plain, crlf):
+        assert parsed.kind == "customer_id" and parsed.total == 500 and parsed.rejected == 0
+        assert parsed.lines == list(range(2, 502)) and parsed.values == ids
+        assert parsed.errors == []
+    no_last_newline = issuance.parse_upload(csv_of(*ids).rstrip(b"\n"))
+    assert no_last_newline.values == ids and no_last_newline.total == 500
+    # anything irregular goes through the reader, which reports it line by line
+    duplicate = issuance.parse_upload(csv_of(ids[0], ids[1], ids[0]))
+    assert duplicate.values == ids[:2] and duplicate.rejected == 1
+    assert [(e["line"], e["reason"]) for e in duplicate.errors] == [(4, "duplicate")]
+    blank = issuance.parse_upload(csv_of(ids[0], "", ids[1]))
+    assert blank.lines == [2, 4] and blank.total == 2
+    upper = issuance.parse_upload(csv_of(ids[0].upper()))
+    assert upper.values == [ids[0]]
 
 
 def test_capacity_plan_never_takes_more_than_all_slots_hold() -> None:
@@ -582,13 +614,15 @@ async def test_the_per_customer_limit_is_respected_across_batches(
     assert [s for _, s in seqs] == [1, 2]
     left = (
         await session.execute(
-            select(IssueBatchTarget.row_number, IssueBatchTarget.coupon_id).where(
+            select(IssueBatchTarget.row_number, IssueBatchTarget.customer_id).where(
                 col(IssueBatchTarget.batch_id) == last.id
             )
         )
     ).all()
     assert sorted(r for r, _ in left) == [3, 4, 5]  # the refused target is gone ...
-    assert all(c is not None for _, c in left)  # ... and the others are done
+    issued_to = {c.customer_id for c in made if c.batch_id == last.id}
+    assert {c for _, c in left} == issued_to  # ... and the others have their coupons
+    assert last.done_through_row == 5
 
 
 async def test_a_retried_upload_with_an_idempotency_key_makes_one_batch(

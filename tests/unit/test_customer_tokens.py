@@ -17,11 +17,14 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from hypothesis import given
 from hypothesis import strategies as st
 
+from coalition.campaigns.services import customer_tokens
 from coalition.campaigns.services.customer_tokens import (
     CUSTOMER_ORG_ID,
     CarrierClaims,
+    VerifiedCustomerTokens,
     customer_config,
     customer_principal,
+    customer_principal_without_lookup,
     decode_customer_token,
     external_id_hash,
     idp_subject_identity,
@@ -247,6 +250,52 @@ def test_a_forged_kind_claim_does_not_make_a_customer_token() -> None:
     token = jwt.encode(claims, SETTINGS.jwt_keys["k1"], algorithm="HS256", headers={"kid": "k1"})
     with pytest.raises(InvalidToken):
         decode_customer_token(SETTINGS, token)
+
+
+def test_a_verified_customer_token_is_remembered_but_still_expires(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    now = datetime.now(UTC)
+    customer_id = uuid.uuid4()
+    token, expires_at = issue_customer_token(SETTINGS, customer_id=customer_id, now=now)
+    verified = VerifiedCustomerTokens(size=2)
+    assert verified.claims(SETTINGS, token).customer_id == customer_id
+    assert token in verified
+    # a hit is not verified again (another key set would refuse it), but its expiry is checked
+    rotated = SETTINGS.model_copy(
+        update={"jwt_keys": {"k9": "another-unit-test-key-0123456789abc"}, "jwt_active_kid": "k9"}
+    )
+    with pytest.raises(InvalidToken):
+        decode_customer_token(rotated, token)
+    assert verified.claims(rotated, token).customer_id == customer_id
+    later = expires_at + timedelta(seconds=10)
+    monkeypatch.setattr(customer_tokens, "utcnow", lambda: later)
+    with pytest.raises(TokenExpired):
+        verified.claims(SETTINGS, token)
+    assert token not in verified
+    monkeypatch.undo()
+    # bounded: the oldest entry goes first
+    others = [issue_customer_token(SETTINGS, customer_id=uuid.uuid4(), now=now)[0] for _ in "ab"]
+    for other in [token, *others]:
+        verified.claims(SETTINGS, other)
+    assert token not in verified and all(o in verified for o in others)
+
+
+def test_only_valid_customer_tokens_skip_the_resolvers() -> None:
+    now = datetime.now(UTC)
+    customer_id = uuid.uuid4()
+    customer, _ = issue_customer_token(SETTINGS, customer_id=customer_id, now=now)
+    principal = customer_principal_without_lookup(SETTINGS, customer)
+    assert principal == customer_principal(customer_id)
+    staff, _ = issue_access_token(
+        SETTINGS, user_id=uuid.uuid4(), org_id=uuid.uuid4(), role="admin", now=now
+    )
+    expired, _ = issue_customer_token(
+        SETTINGS, customer_id=uuid.uuid4(), now=now - timedelta(hours=2)
+    )
+    forged = customer[:-4] + ("AAAA" if not customer.endswith("AAAA") else "BBBB")
+    for credential in (staff, expired, forged, "ctk_0123456789abcdef_secret", "not.a.jwt"):
+        assert customer_principal_without_lookup(SETTINGS, credential) is None
 
 
 def test_customer_principal_belongs_to_no_organization() -> None:
