@@ -314,6 +314,13 @@ def template_environment() -> Environment:
     return _environment
 
 
+def display_code(code: str) -> str:
+    """A stored coupon code in groups of four, as printed on coupons."""
+    from coalition.campaigns.codes import display
+
+    return display(code)
+
+
 def render_html(
     template: str,
     *,
@@ -331,6 +338,7 @@ def render_html(
         languages=[(code, LANGUAGE_NAMES[code]) for code in LANGUAGES],
         path=visitor.request.url.path if visitor else "",
         static=STATIC_PATH,
+        show_code=display_code,
         **context,
     )
 
