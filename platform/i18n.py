@@ -11,7 +11,7 @@ page-walking test looks for.
 from __future__ import annotations
 
 import json
-from datetime import datetime
+import datetime as dt
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -99,13 +99,13 @@ class Translator:
     def percent(self, value: float) -> str:
         return format_percent(value, format="#,##0.0%", locale=self.locale)
 
-    def datetime(self, value: datetime | None, timezone: str | None = None) -> str:
+    def datetime(self, value: dt.datetime | None, timezone: str | None = None) -> str:
         if value is None:
             return "—"
         zone = ZoneInfo(timezone or self.timezone)
         return format_datetime(value, format="medium", tzinfo=zone, locale=self.locale)
 
-    def date(self, value: datetime | None, timezone: str | None = None) -> str:
+    def date(self, value: dt.datetime | None, timezone: str | None = None) -> str:
         if value is None:
             return "—"
         zone = ZoneInfo(timezone or self.timezone)
