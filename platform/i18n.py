@@ -10,8 +10,8 @@ page-walking test looks for.
 
 from __future__ import annotations
 
-import json
 import datetime as dt
+import json
 from functools import cache
 from pathlib import Path
 from typing import Any

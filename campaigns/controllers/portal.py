@@ -18,7 +18,9 @@ from litestar.response import Redirect
 from redis.asyncio import Redis
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from coalition.campaigns import qr
+from coalition.campaigns import charts, qr
+from coalition.campaigns.schemas.campaigns import CampaignRead
+from coalition.campaigns.schemas.coupons import CampaignStatsRead
 from coalition.campaigns.schemas.redemptions import RedeemRequest, ReverseRequest
 from coalition.campaigns.services import campaigns, coupons, customers, redemptions, workflow
 from coalition.merchants.controllers.identity import client_ip
@@ -102,7 +104,44 @@ async def campaign_page(
     principal = visitor.enter("campaigns")
     loaded = campaigns.campaign_read(await campaigns.get_loaded(session, principal, campaign_id))
     stats = await coupons.campaign_stats(session, principal, campaign_id)
-    return page(visitor, "campaigns/campaign.html", campaign=loaded, stats=stats)
+    return page(
+        visitor,
+        "campaigns/campaign.html",
+        campaign=loaded,
+        stats=stats,
+        charts=_charts(visitor, loaded, stats),
+    )
+
+
+def _svg_image(svg: str) -> str:
+    return "data:image/svg+xml;base64," + base64.b64encode(svg.encode()).decode()
+
+
+def _charts(visitor: Visitor, campaign: CampaignRead, stats: CampaignStatsRead) -> dict[str, str]:
+    """The campaign page's charts as images: claims and redemptions by day, budget held per
+    funder (against its cap, or its share of the total budget)."""
+    t = visitor.t
+    days = [d.day.isoformat() for d in stats.by_day]
+    by_day = charts.bars_by_day(
+        days,
+        [
+            charts.Series(t.gettext("Claimed"), [d.claimed for d in stats.by_day]),
+            charts.Series(t.gettext("Redeemed"), [d.redeemed for d in stats.by_day]),
+        ],
+        title=t.gettext("Claims and redemptions by day"),
+    )
+    names = {p.org_id: p.org_name for p in campaign.participants}
+    rows = []
+    for funder in stats.funders:
+        cap = funder.budget_cap or campaign.total_budget * funder.share_bp // 10_000
+        text = t.gettext(
+            "{held} held of {cap}",
+            held=t.money(funder.reserved, stats.currency),
+            cap=t.money(cap, stats.currency),
+        )
+        rows.append((names.get(funder.org_id, ""), funder.reserved, cap, text))
+    burn = charts.horizontal_bars(rows, title=t.gettext("Budget held per funder"))
+    return {"by_day": _svg_image(by_day), "burn": _svg_image(burn)}
 
 
 @get("/proposals")

@@ -168,3 +168,19 @@ def test_a_cashier_redeems_at_the_web_pos(portal: Open) -> None:
     page.get_by_test_id("code").fill(code)
     page.get_by_test_id("code").press("Enter")
     assert page.get_by_test_id("alert").inner_text() == "此券已被使用。"
+
+
+def test_the_campaign_page_charts_are_images_of_its_figures(portal: Open) -> None:
+    _claim_coffee(portal, "13700000003")
+    marketing = portal("zh-CN")
+    marketing.sign_in("marketing@carrier.demo")
+    page = marketing.open("/portal/campaigns")
+    page.get_by_role("link", name=re.compile(COFFEE)).click()
+    for chart in ("chart-by-day", "chart-burn"):
+        image = page.get_by_test_id(chart)
+        src = image.get_attribute("src") or ""
+        assert src.startswith("data:image/svg+xml;base64,")
+        assert image.evaluate("img => img.complete && img.naturalWidth") >= 600
+    claimed = page.locator(".tile .figure").first.inner_text()
+    assert int(claimed) >= 1
+    marketing.shot("campaign-charts-zh")

@@ -156,3 +156,32 @@ def test_typed_amounts() -> None:
 def test_typed_amounts_round_trip(minor: int) -> None:
     major, fraction = divmod(minor, 100)
     assert parse_major_amount(f"{major}.{fraction:02d}", "CNY") == minor
+
+
+def test_charts_are_svg_images_of_the_figures() -> None:
+    from xml.etree import ElementTree
+
+    from coalition.campaigns import charts
+
+    svg = charts.bars_by_day(
+        ["2026-03-01", "2026-03-02"],
+        [charts.Series("Claimed", [3, 7]), charts.Series("Redeemed", [1, 0])],
+        title="By day",
+    )
+    root = ElementTree.fromstring(svg)  # noqa: S314 - our own output
+    bars = [
+        r for r in root.iter("{http://www.w3.org/2000/svg}rect") if r.find("{*}title") is not None
+    ]
+    assert [r.find("{*}title").text for r in bars] == [  # type: ignore[union-attr]
+        "2026-03-01 · Claimed: 3",
+        "2026-03-01 · Redeemed: 1",
+        "2026-03-02 · Claimed: 7",
+        "2026-03-02 · Redeemed: 0",
+    ]
+    heights = [float(r.get("height", "0")) for r in bars]
+    assert heights[2] > heights[0] > heights[1] > heights[3] == 0  # bars follow the values
+    burn = charts.horizontal_bars(
+        [("Café <&>", 250, 1000, "¥2.50 of ¥10.00"), ("Bank", 0, None, "¥0.00")], title="Burn"
+    )
+    assert "Café &lt;&amp;&gt;" in burn
+    ElementTree.fromstring(burn)  # noqa: S314 - well-formed
