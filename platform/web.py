@@ -149,6 +149,7 @@ AREAS: dict[str, Area] = {
     "dashboard": Area("/portal", "Dashboard", ("admin", "marketing", "finance")),
     "proposals": Area("/portal/proposals", "Proposals", ("admin", "marketing")),
     "campaigns": Area("/portal/campaigns", "Campaigns", ("admin", "marketing", "finance")),
+    "partners": Area("/portal/partners", "Partners", ("admin", "marketing"), ("carrier",)),
     "stores": Area("/portal/stores", "Stores", ("admin",)),
     "terminals": Area("/portal/terminals", "Terminals", ("admin",)),
     "staff": Area("/portal/staff", "Staff", ("admin",)),

@@ -14,6 +14,7 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from litestar import Request, Response, get, post
+from litestar.datastructures import UploadFile
 from litestar.response import Redirect
 from redis.asyncio import Redis
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -22,7 +23,14 @@ from coalition.campaigns import charts, qr
 from coalition.campaigns.schemas.campaigns import CampaignRead
 from coalition.campaigns.schemas.coupons import CampaignStatsRead
 from coalition.campaigns.schemas.redemptions import RedeemRequest, ReverseRequest
-from coalition.campaigns.services import campaigns, coupons, customers, redemptions, workflow
+from coalition.campaigns.services import (
+    campaigns,
+    coupons,
+    customers,
+    issuance,
+    redemptions,
+    workflow,
+)
 from coalition.merchants.controllers.identity import client_ip
 from coalition.merchants.services import terminals
 from coalition.platform.auth import Principal
@@ -104,12 +112,19 @@ async def campaign_page(
     principal = visitor.enter("campaigns")
     loaded = campaigns.campaign_read(await campaigns.get_loaded(session, principal, campaign_id))
     stats = await coupons.campaign_stats(session, principal, campaign_id)
+    batches: list[Any] = []
+    if loaded.owner_org_id == principal.org_id and principal.role in ("admin", "marketing"):
+        rows, _ = await issuance.list_issuances(session, principal, campaign_id, limit=10, offset=0)
+        batches = [issuance.issuance_summary(b) for b in rows]
     return page(
         visitor,
         "campaigns/campaign.html",
         campaign=loaded,
         stats=stats,
         charts=_charts(visitor, loaded, stats),
+        batches=batches,
+        errors=FieldErrors(),
+        upload_key=new_idempotency_key(),
     )
 
 
@@ -142,6 +157,63 @@ def _charts(visitor: Visitor, campaign: CampaignRead, stats: CampaignStatsRead) 
         rows.append((names.get(funder.org_id, ""), funder.reserved, cap, text))
     burn = charts.horizontal_bars(rows, title=t.gettext("Budget held per funder"))
     return {"by_day": _svg_image(by_day), "burn": _svg_image(burn)}
+
+
+@post("/campaigns/{campaign_id:uuid}/issuances", request_max_body_size=issuance.MAX_UPLOAD_BYTES)
+async def upload_issuance(
+    campaign_id: uuid.UUID,
+    request: Request[Any, Any, Any],
+    visitor: Visitor,
+    session: AsyncSession,
+    settings: Settings,
+) -> Response[Any]:
+    """Bulk issuance from an uploaded CSV (a `customer_id` or `phone` column)."""
+    principal = visitor.enter("campaigns")
+    form = await _form(request)
+    upload = form.get("targets")
+    content = await upload.read() if isinstance(upload, UploadFile) else b""
+    try:
+        if not content:
+            raise issuance.UnusableUpload("Choose a CSV file", field="targets")
+        created = await issuance.create_csv_issuance(
+            session,
+            settings,
+            principal,
+            campaign_id,
+            content,
+            notify=False,
+            idempotency_key=str(form.get("idempotency_key", "")) or None,
+        )
+    except DomainError as error:
+        await session.rollback()
+        loaded = campaigns.campaign_read(
+            await campaigns.get_loaded(session, principal, campaign_id)
+        )
+        stats = await coupons.campaign_stats(session, principal, campaign_id)
+        return page(
+            visitor,
+            "campaigns/campaign.html",
+            status=error.status_code,
+            campaign=loaded,
+            stats=stats,
+            charts=_charts(visitor, loaded, stats),
+            batches=[],
+            errors=form_errors(visitor.t, error),
+            upload_key=new_idempotency_key(),
+        )
+    return redirect(visitor, f"/portal/issuances/{created.read.id}")
+
+
+@get("/issuances/{batch_id:uuid}")
+async def issuance_page(
+    batch_id: uuid.UUID, visitor: Visitor, session: AsyncSession
+) -> Response[str]:
+    """Progress of a bulk issuance; the page refreshes itself while the batch runs."""
+    principal = visitor.enter("campaigns")
+    batch = issuance.issuance_read(
+        await issuance.get_issuance(session, principal, batch_id), errors_offset=0, errors_limit=100
+    )
+    return page(visitor, "campaigns/issuance.html", batch=batch)
 
 
 @get("/proposals")
@@ -609,6 +681,8 @@ PORTAL_PAGES = [
     dashboard,
     campaigns_page,
     campaign_page,
+    upload_issuance,
+    issuance_page,
     proposals_page,
     accept_proposal,
     decline_proposal,

@@ -17,14 +17,19 @@ from redis.asyncio import Redis
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from coalition.merchants.controllers.identity import client_ip
+from coalition.merchants.models import INDUSTRIES
+from coalition.merchants.schemas.identity import AcceptInvitationRequest
 from coalition.merchants.schemas.integrations import ApiKeyCreate, WebhookEndpointCreate
+from coalition.merchants.schemas.organizations import InviteMerchantRequest
 from coalition.merchants.schemas.staff import InviteStaffRequest
 from coalition.merchants.schemas.stores import StoreCreate
 from coalition.merchants.schemas.terminals import RegisterTerminalRequest
 from coalition.merchants.services import (
     api_keys,
     audit_log,
+    directory,
     identity,
+    organizations,
     staff,
     stores,
     terminals,
@@ -120,6 +125,36 @@ async def switch_language(request: Request[Any, Any, Any], visitor: Visitor) -> 
             )
         )
     return redirect(visitor, safe_next(form.get("next"), "/portal"))
+
+
+# --- invitations: the link an invited user opens -----------------------------------------
+
+
+@get("/invitations/{token:str}")
+async def invitation_page(token: str, visitor: Visitor) -> Response[str]:
+    return page(visitor, "merchants/invitation.html", token=token, errors=FieldErrors())
+
+
+@post("/invitations/{token:str}")
+async def accept_invitation(
+    token: str, request: Request[Any, Any, Any], visitor: Visitor, session: AsyncSession
+) -> Response[Any]:
+    form = await _form(request)
+    try:
+        data = parse_form(form, AcceptInvitationRequest, token=token)
+        await organizations.accept_invitation(
+            session, token=data.token, password=data.password, display_name=data.display_name
+        )
+    except (DomainError, msgspec.ValidationError) as error:
+        await session.rollback()
+        return page(
+            visitor,
+            "merchants/invitation.html",
+            status=422 if isinstance(error, msgspec.ValidationError) else error.status_code,
+            token=token,
+            errors=form_errors(visitor.t, error),
+        )
+    return redirect(visitor, "/portal/login")
 
 
 # --- stores -----------------------------------------------------------------------------------
@@ -424,6 +459,83 @@ async def replay_delivery(
     return redirect(visitor, f"/portal/webhooks/{delivery.endpoint_id}")
 
 
+# --- the carrier's partner directory and invitations -----------------------------------------
+
+
+async def _partners_page(
+    visitor: Visitor,
+    session: AsyncSession,
+    *,
+    query: str | None,
+    errors: FieldErrors,
+    values: Any,
+    invitation: Any = None,
+    status: int = 200,
+) -> Response[str]:
+    principal = visitor.enter("partners")
+    partners, total = await directory.search_partners(
+        session,
+        principal,
+        industry=None,
+        city=None,
+        name=query or None,
+        status=None,
+        limit=PAGE,
+        offset=0,
+    )
+    return page(
+        visitor,
+        "merchants/partners.html",
+        status=status,
+        partners=partners,
+        total=total,
+        query=query or "",
+        industries=INDUSTRIES,
+        errors=errors,
+        values=values,
+        invitation=invitation,
+    )
+
+
+@get("/partners")
+async def partners_page(
+    visitor: Visitor,
+    session: AsyncSession,
+    query: Annotated[str | None, Parameter(query="q", max_length=100)] = None,
+) -> Response[str]:
+    return await _partners_page(visitor, session, query=query, errors=FieldErrors(), values={})
+
+
+@post("/partners/invitations")
+async def invite_partner(
+    request: Request[Any, Any, Any], visitor: Visitor, session: AsyncSession, settings: Settings
+) -> Response[str]:
+    principal = visitor.enter("partners")
+    form = await _form(request)
+    cities = [c.strip() for c in str(form.get("cities", "")).split(",") if c.strip()]
+    try:
+        data = parse_form(form, InviteMerchantRequest, cities=cities)
+        org, invitation = await organizations.invite_merchant(session, settings, principal, data)
+    except (DomainError, msgspec.ValidationError) as error:
+        await session.rollback()
+        return await _partners_page(
+            visitor,
+            session,
+            query=None,
+            errors=form_errors(visitor.t, error),
+            values=form,
+            status=422,
+        )
+    return await _partners_page(
+        visitor,
+        session,
+        query=None,
+        errors=FieldErrors(),
+        values={},
+        invitation={"name": org.name, "url": invitation.url},
+    )
+
+
 # --- audit log --------------------------------------------------------------------------------
 
 
@@ -465,4 +577,8 @@ PORTAL_PAGES = [
     webhook_page,
     replay_delivery,
     audit_log_page,
+    invitation_page,
+    accept_invitation,
+    partners_page,
+    invite_partner,
 ]

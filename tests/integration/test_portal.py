@@ -175,7 +175,13 @@ async def test_every_page_renders_in_both_languages_without_untranslated_strings
             "/portal/pos",
         ],
         "cashier@cafe.test": ["/portal/pos"],
-        "marketing@carrier.test": ["/portal", "/portal/campaigns", "/portal/proposals"],
+        "marketing@carrier.test": [
+            "/portal",
+            "/portal/campaigns",
+            "/portal/proposals",
+            "/portal/partners",
+            "/portal/partners?q=cafe",
+        ],
     }
     for language in ("zh-CN", "en"):
         for email, paths in pages.items():
@@ -186,7 +192,11 @@ async def test_every_page_renders_in_both_languages_without_untranslated_strings
                     assert MISSING.findall(html) == [], (language, email, path)
                     assert f'<html lang="{language}">' in html
         async with browser(language) as b:
-            for path in ("/portal/login", "/portal/customer/login"):
+            for path in (
+                "/portal/login",
+                "/portal/customer/login",
+                "/portal/invitations/unknown-token",
+            ):
                 assert MISSING.findall(await b.get(path)) == [], (language, path)
             html = await b.get("/portal/no-such-page", expect=404)
             assert MISSING.findall(html) == []
@@ -367,3 +377,88 @@ async def test_a_customer_claims_and_sees_the_qr(
         public = await stranger.get(f"/c/{code}")
         assert code in public and "Sign in to see your coupons" in public
         await stranger.get("/c/NOT-A-CODE", expect=404)
+
+
+async def test_carrier_marketing_invites_a_partner(browser: Open, world: World) -> None:
+    async with browser() as merchant:
+        await merchant.sign_in("admin@cafe.test")
+        await merchant.get("/portal/partners", expect=403)  # the directory is the carrier's
+    async with browser() as b:
+        await b.sign_in("marketing@carrier.test")
+        assert "Cafe Org" in await b.get("/portal/partners")
+        bad = await b.post(
+            "/portal/partners/invitations",
+            {
+                "name": "Tea House",
+                "industry": "dining",
+                "cities": "Shanghai",
+                "contact_name": "Wang",
+                "contact_email": "not an email",
+            },
+        )
+        assert bad.status_code == 422 and 'data-testid="error-contact_email"' in bad.text
+        good = await b.post(
+            "/portal/partners/invitations",
+            {
+                "name": "Tea House",
+                "industry": "dining",
+                "cities": "Shanghai, Hangzhou",
+                "contact_name": "Wang",
+                "contact_email": "wang@tea.example",
+            },
+        )
+        assert good.status_code == 200
+        assert 'data-testid="partner-invitation"' in good.text and "/invitations/" in good.text
+        link = re.search(r'class="secret">[^<]*(/portal/invitations/[^<]+)<', good.text)
+        assert link is not None
+    async with browser() as invited:
+        await invited.get(link.group(1))
+        short = await invited.post(link.group(1), {"password": "short"})
+        assert short.status_code == 422 and 'data-testid="error-password"' in short.text
+        accepted = await invited.post(link.group(1), {"password": "a long new password 1"})
+        assert accepted.status_code == 303
+        await invited.sign_in("wang@tea.example", "a long new password 1")
+        assert "Tea House" in await invited.get("/portal")
+
+
+async def test_bulk_issuance_upload_shows_progress_and_row_errors(
+    browser: Open, world: World, session: AsyncSession
+) -> None:
+    import uuid
+
+    from coalition.campaigns.services import issuance
+
+    campaign = await running_campaign(session, world)
+    async with browser("zh-CN") as b:
+        await b.sign_in("marketing@carrier.test")
+        page = await b.get(f"/portal/campaigns/{campaign.id}")
+        assert 'data-testid="bulk-issuance"' in page
+        key = re.search(r'name="idempotency_key" value="([^"]+)"', page)
+        assert key is not None
+        empty = await b.client.post(
+            f"/portal/campaigns/{campaign.id}/issuances",
+            data={"_csrf": b.csrf, "idempotency_key": key.group(1)},
+            files={"targets": ("targets.csv", b"", "text/csv")},
+            follow_redirects=False,
+        )
+        assert empty.status_code == 422 and "上传的文件无法读取。" in empty.text
+        uploaded = await b.client.post(
+            f"/portal/campaigns/{campaign.id}/issuances",
+            data={"_csrf": b.csrf, "idempotency_key": key.group(1)},
+            files={"targets": ("targets.csv", b"phone\n13800000000\nnot-a-phone\n", "text/csv")},
+            follow_redirects=False,
+        )
+        assert uploaded.status_code == 303, uploaded.text[:500]
+        progress = await b.get(uploaded.headers["location"])
+        assert 'http-equiv="refresh"' in progress  # refreshes itself while it runs
+        assert "手机号码格式错误" in progress and MISSING.findall(progress) == []
+        batch_id = uuid.UUID(uploaded.headers["location"].rsplit("/", 1)[1])
+        await issuance.issue_batch(session, batch_id)  # what the worker's job does
+        done = await b.get(uploaded.headers["location"])
+        assert 'http-equiv="refresh"' not in done
+        assert re.search(r'data-testid="batch-status">[^<]+<', done)
+    async with browser() as cafe:
+        await cafe.sign_in("marketing@cafe.test")  # a participant, not the owner
+        assert 'data-testid="bulk-issuance"' not in await cafe.get(
+            f"/portal/campaigns/{campaign.id}"
+        )

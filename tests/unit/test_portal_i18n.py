@@ -29,11 +29,17 @@ DYNAMIC = {
         *("pending", "succeeded", "failed", "accepted", "declined"),
         *("draft", "proposed", "approved", "paused", "ended", "cancelled"),
         *("completed", "reversed", "partially_reversed"),
-        *("issued", "claimed", "redeemed", "expired", "void"),
+        *("issued", "claimed", "redeemed", "expired", "void", "running"),
     ),
     "payer": ("redeeming_merchant", "owner"),
     "cycle": ("daily", "weekly", "monthly"),
     "audience": ("open", "segment", "targeted"),
+    "issuance": (
+        *("missing_value", "malformed_customer_id", "malformed_phone", "duplicate"),
+        *("unknown_customer", "per_customer_limit_reached"),
+        *("sold_out", "budget_exhausted", "campaign_not_active", "validity_over"),
+    ),
+    "industry": ("telecom", "cafe", "bank", "education", "retail", "dining", "travel", "other"),
 }
 
 
@@ -67,6 +73,15 @@ def test_templates_use_translated_strings_only() -> None:
     assert len(messages) > 100  # the extraction really reads the templates
     zh = i18n.catalog("zh-CN")
     assert sorted(m for m in messages if m not in zh) == []
+
+
+def test_the_dynamic_lists_cover_the_domain_values() -> None:
+    from coalition.campaigns.services.issuance import BatchError, RowError
+    from coalition.merchants.models import INDUSTRIES, ROLES
+
+    assert set(DYNAMIC["issuance"]) == {e.value for e in (*RowError, *BatchError)}
+    assert set(DYNAMIC["industry"]) == set(INDUSTRIES)
+    assert set(DYNAMIC["role"]) == set(ROLES)
 
 
 def test_dynamic_message_ids_exist_in_both_languages() -> None:
