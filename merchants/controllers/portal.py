@@ -501,9 +501,9 @@ async def _partners_page(
 async def partners_page(
     visitor: Visitor,
     session: AsyncSession,
-    query: Annotated[str | None, Parameter(query="q", max_length=100)] = None,
+    search: Annotated[str | None, Parameter(query="q", max_length=100)] = None,
 ) -> Response[str]:
-    return await _partners_page(visitor, session, query=query, errors=FieldErrors(), values={})
+    return await _partners_page(visitor, session, query=search, errors=FieldErrors(), values={})
 
 
 @post("/partners/invitations")
