@@ -91,6 +91,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
 
     from coalition.campaigns.controllers import ROUTES as CAMPAIGN_ROUTES
     from coalition.campaigns.controllers import portal as campaign_pages
+    from coalition.campaigns.controllers import portal_builder
     from coalition.merchants.controllers import ROUTES as MERCHANT_ROUTES
     from coalition.merchants.controllers import portal as merchant_pages
     from coalition.merchants.services.identity import resolve_principal
@@ -112,7 +113,12 @@ def create_app(settings: Settings | None = None) -> Litestar:
             *SETTLEMENT_ROUTES,
             web.static_router(),
             web.portal_router(
-                "/portal", [*merchant_pages.PORTAL_PAGES, *campaign_pages.PORTAL_PAGES]
+                "/portal",
+                [
+                    *merchant_pages.PORTAL_PAGES,
+                    *campaign_pages.PORTAL_PAGES,
+                    *portal_builder.PORTAL_PAGES,
+                ],
             ),
             web.portal_router("/c", campaign_pages.COUPON_PAGES),
         ],

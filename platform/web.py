@@ -396,9 +396,11 @@ def form_errors(translator: Translator, error: Exception) -> FieldErrors:
         return FieldErrors(by_field={name: text} if name else {}, general=text)
     if isinstance(error, DomainError):
         text = translator.error(error.code, error.title)
-        if error.field:
-            return FieldErrors(by_field={error.field: text}, general=text)
-        return FieldErrors(general=text)
+        fields = [error.field] if error.field else []
+        for problem in error.extra.get("errors") or []:
+            if isinstance(problem, dict) and problem.get("field"):
+                fields.append(str(problem["field"]))
+        return FieldErrors(by_field=dict.fromkeys(fields, text), general=text)
     raise error
 
 

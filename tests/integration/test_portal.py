@@ -181,6 +181,7 @@ async def test_every_page_renders_in_both_languages_without_untranslated_strings
             "/portal/proposals",
             "/portal/partners",
             "/portal/partners?q=cafe",
+            "/portal/campaigns/new",
         ],
     }
     for language in ("zh-CN", "en"):
@@ -462,3 +463,69 @@ async def test_bulk_issuance_upload_shows_progress_and_row_errors(
         assert 'data-testid="bulk-issuance"' not in await cafe.get(
             f"/portal/campaigns/{campaign.id}"
         )
+
+
+async def test_marketing_builds_a_joint_campaign_the_partner_accepts_it(
+    browser: Open, world: World
+) -> None:
+    from datetime import timedelta
+
+    from coalition.platform.db import utcnow
+
+    today = utcnow().date()
+    form = {
+        "name": "Tea time 下午茶",
+        "offer_kind": "threshold",
+        "offer_value": "5",
+        "offer_threshold": "30",
+        "valid_days": "7",
+        "starts": today.isoformat(),
+        "ends": (today + timedelta(days=30)).isoformat(),
+        "total_quantity": "500",
+        "per_customer_limit": "1",
+        "owner_share": "60",
+        "partner_0": str(world.cafe.id),
+        "partner_share_0": "30",
+        "partner_cap_0": "1000",
+        "total_budget": "2500",
+        "fee_percent": "2",
+        "fee_payer": "redeeming_merchant",
+        "settlement_cycle": "weekly",
+        "audience_kind": "open",
+    }
+    async with browser("zh-CN") as carrier:
+        await carrier.sign_in("marketing@carrier.test")
+        await carrier.get("/portal/campaigns/new")
+        bad = await carrier.post("/portal/campaigns/new", {**form, "action": "create"})
+        assert bad.status_code == 422  # 60 % + 30 % is not 100 %
+        assert 'data-testid="error-owner_share"' in bad.text
+        assert 'value="Tea time 下午茶"' in bad.text
+        form["owner_share"] = "70"
+        preview = await carrier.post("/portal/campaigns/new", {**form, "action": "preview"})
+        assert preview.status_code == 200 and 'data-testid="preview"' in preview.text
+        assert "满 ¥30.00 减 ¥5.00" in preview.text
+        created = await carrier.post("/portal/campaigns/new", {**form, "action": "create"})
+        assert created.status_code == 303, created.text[:800]
+        campaign_page = created.headers["location"]
+        await carrier.get(campaign_page)
+        assert (await carrier.post(campaign_page + "/propose")).status_code == 303
+    async with browser("zh-CN") as cafe:
+        await cafe.sign_in("marketing@cafe.test")
+        proposals = await cafe.get("/portal/proposals")
+        assert "Tea time 下午茶" in proposals and "满 ¥30.00 减 ¥5.00" in proposals
+        assert "¥1,000.00" in proposals  # the café's cap, exactly as proposed
+        campaign_id = campaign_page.rsplit("/", 1)[1]
+        stale = await cafe.post(f"/portal/proposals/{campaign_id}/accept", {"terms_version": "9"})
+        assert stale.status_code == 409 and "条款已更新" in stale.text
+        accepted = await cafe.post(
+            f"/portal/proposals/{campaign_id}/accept", {"terms_version": "1"}
+        )
+        assert accepted.status_code == 303
+    async with browser() as bank:
+        await bank.sign_in("marketing@bank.test")
+        await bank.get(campaign_page, expect=404)  # not a participant
+    async with browser() as carrier:
+        await carrier.sign_in("marketing@carrier.test")
+        assert "approved" in await carrier.get(campaign_page)
+        assert (await carrier.post(campaign_page + "/activate")).status_code == 303
+        assert 'class="badge active"' in await carrier.get(campaign_page)
