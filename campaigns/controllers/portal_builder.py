@@ -18,6 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from coalition.campaigns.schemas.campaigns import CampaignCreate
 from coalition.campaigns.services import drafts, workflow
 from coalition.merchants.services import directory
+from coalition.platform.db import utcnow
 from coalition.platform.errors import DomainError, Forbidden, ValidationFailed
 from coalition.platform.money import parse_major_amount
 from coalition.platform.web import FieldErrors, Visitor, form_errors, page, redirect
@@ -210,6 +211,9 @@ async def builder_submit(
     try:
         data = campaign_from_form(form, principal.org_id, visitor.staff.org_timezone)
         if form.get("action") == "preview":
+            # Every rule a draft must keep, checked without saving anything.
+            await drafts.check_draft(session, principal.org_id, data, utcnow())
+            await session.rollback()
             return await _builder(visitor, session, values=form, errors=FieldErrors(), preview=data)
         loaded = await drafts.create_campaign(session, principal, data)
     except (DomainError, msgspec.ValidationError) as error:

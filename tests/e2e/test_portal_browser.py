@@ -184,3 +184,71 @@ def test_the_campaign_page_charts_are_images_of_its_figures(portal: Open) -> Non
     claimed = page.locator(".tile .figure").first.inner_text()
     assert int(claimed) >= 1
     marketing.shot("campaign-charts-zh")
+
+
+def test_a_joint_campaign_from_the_builder_to_the_till(portal: Open) -> None:
+    """Marketing builds a joint campaign with the café and the bank, both accept the exact
+    terms, it is activated, a customer claims it and the café's cashier redeems it."""
+    from datetime import timedelta
+
+    from coalition.platform.db import utcnow
+
+    name = "Data & Latte 流量拿铁"
+    today = utcnow().date()
+    carrier = portal("en-US")
+    carrier.sign_in("marketing@carrier.demo")
+    page = carrier.open("/portal/campaigns")
+    page.get_by_role("link", name="New joint campaign").click()
+    page.fill("input[name=name]", name)
+    page.select_option("select[name=offer_kind]", "amount_off")
+    page.fill("input[name=offer_value]", "8")
+    page.fill("input[name=starts]", today.isoformat())
+    page.fill("input[name=ends]", (today + timedelta(days=20)).isoformat())
+    page.fill("input[name=total_quantity]", "300")
+    page.fill("input[name=owner_share]", "50")
+    page.select_option("select[name=partner_0]", label="Bean There Coffee 豆在咖啡")
+    page.fill("input[name=partner_share_0]", "30")
+    page.select_option("select[name=partner_1]", label="Harbor Bank 港湾银行")
+    page.fill("input[name=partner_share_1]", "10")
+    page.fill("input[name=total_budget]", "2400")
+    page.get_by_role("button", name="Check and preview").click()
+    assert page.get_by_test_id("error-owner_share").is_visible()  # 50 + 30 + 10 is not 100
+    carrier.shot("builder-errors")
+    page.fill("input[name=partner_share_1]", "20")
+    page.get_by_role("button", name="Check and preview").click()
+    assert "¥8.00 off" in page.get_by_test_id("preview").inner_text()
+    carrier.shot("builder-preview")
+    page.get_by_role("button", name="Save draft").click()
+    page.get_by_role("button", name="Propose to the partners").click()
+    campaign_path = page.url.removeprefix(carrier.base)
+
+    for email in ("admin@cafe.demo", "marketing@bank.demo"):
+        partner = portal("zh-CN")
+        partner.sign_in(email)
+        proposal = (
+            partner.open("/portal/proposals").get_by_test_id("proposal").filter(has_text=name)
+        )
+        assert "立减 ¥8.00" in proposal.get_by_test_id("terms").inner_text()
+        partner.shot(f"proposal-{email.split('@')[0]}-{email.split('@')[1].split('.')[0]}")
+        proposal.get_by_role("button", name=re.compile("接受这些条款")).click()
+
+    page = carrier.open(campaign_path)
+    page.get_by_role("button", name="Activate").click()
+    assert page.locator("h1 .badge").inner_text() == "active"
+
+    customer = portal("zh-CN", mobile=True)
+    page = customer.customer_sign_in("13700000009")
+    page.get_by_test_id("offer").filter(has_text=name).get_by_role("button").click()
+    code = page.get_by_test_id("coupon-code").inner_text()
+
+    cashier = portal("en-US")
+    page = cashier.sign_in("cashier@cafe.demo")
+    if page.get_by_role("button", name="Start").count():
+        page.get_by_role("button", name="Start").click()
+    page.get_by_test_id("basket").fill("20")
+    page.get_by_test_id("code").fill(code)
+    page.get_by_test_id("code").press("Enter")
+    assert page.get_by_test_id("payable").inner_text() == "¥12.00"
+    page.get_by_test_id("redeem").click()
+    assert page.get_by_test_id("receipt-discount").inner_text() == "¥8.00"
+    cashier.shot("journey-receipt")
