@@ -20,6 +20,7 @@ from redis.asyncio import Redis
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from coalition.campaigns import charts, qr
+from coalition.campaigns.controllers.portal_builder import campaign_manager
 from coalition.campaigns.schemas.campaigns import CampaignRead
 from coalition.campaigns.schemas.coupons import CampaignStatsRead
 from coalition.campaigns.schemas.redemptions import RedeemRequest, ReverseRequest
@@ -168,7 +169,7 @@ async def upload_issuance(
     settings: Settings,
 ) -> Response[Any]:
     """Bulk issuance from an uploaded CSV (a `customer_id` or `phone` column)."""
-    principal = visitor.enter("campaigns")
+    principal = campaign_manager(visitor)
     form = await _form(request)
     upload = form.get("targets")
     content = await upload.read() if isinstance(upload, UploadFile) else b""

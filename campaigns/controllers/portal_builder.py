@@ -18,6 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from coalition.campaigns.schemas.campaigns import CampaignCreate
 from coalition.campaigns.services import drafts, workflow
 from coalition.merchants.services import directory
+from coalition.platform.auth import Principal
 from coalition.platform.db import utcnow
 from coalition.platform.errors import DomainError, Forbidden, ValidationFailed
 from coalition.platform.money import parse_major_amount
@@ -191,11 +192,17 @@ async def _builder(
     )
 
 
+def campaign_manager(visitor: Visitor) -> Principal:
+    """Admins and marketing run campaigns (as `MANAGERS` guards the API); finance only reads."""
+    principal = visitor.enter("campaigns")
+    if principal.role not in ("admin", "marketing"):
+        raise Forbidden("Only admins and marketing run campaigns")
+    return principal
+
+
 @get("/campaigns/new")
 async def builder_page(visitor: Visitor, session: AsyncSession) -> Response[str]:
-    visitor.enter("campaigns")
-    if visitor.principal.role not in ("admin", "marketing"):
-        raise Forbidden("Only admins and marketing create campaigns")
+    campaign_manager(visitor)
     defaults = {"offer_kind": "amount_off", "per_customer_limit": "1", "owner_share": "100"}
     return await _builder(visitor, session, values=defaults, errors=FieldErrors())
 
@@ -205,7 +212,7 @@ async def builder_submit(
     request: Request[Any, Any, Any], visitor: Visitor, session: AsyncSession
 ) -> Response[Any]:
     """`action=preview` checks the form and shows the coupon; `action=create` saves a draft."""
-    principal = visitor.enter("campaigns")
+    principal = campaign_manager(visitor)
     assert visitor.staff is not None
     form = await request.form()
     try:
@@ -231,7 +238,7 @@ async def builder_submit(
 async def _transition(
     visitor: Visitor, session: AsyncSession, campaign_id: uuid.UUID, action: str
 ) -> Redirect:
-    principal = visitor.enter("campaigns")
+    principal = campaign_manager(visitor)
     if action == "propose":
         await workflow.propose(session, principal, campaign_id)
     elif action == "activate":

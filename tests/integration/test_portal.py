@@ -529,3 +529,19 @@ async def test_marketing_builds_a_joint_campaign_the_partner_accepts_it(
         assert "approved" in await carrier.get(campaign_page)
         assert (await carrier.post(campaign_page + "/activate")).status_code == 303
         assert 'class="badge active"' in await carrier.get(campaign_page)
+
+
+async def test_finance_reads_campaigns_but_cannot_run_them(
+    browser: Open, world: World, session: AsyncSession
+) -> None:
+    campaign = await running_campaign(session, world)
+    async with browser() as finance:
+        await finance.sign_in("finance@carrier.test")
+        page = await finance.get(f"/portal/campaigns/{campaign.id}")
+        assert 'data-testid="chart-by-day"' in page and 'data-testid="workflow"' not in page
+        await finance.get("/portal/campaigns/new", expect=403)
+        paused = await finance.post(f"/portal/campaigns/{campaign.id}/pause")
+        assert paused.status_code == 403, paused.headers.get("location")
+        assert (await finance.post("/portal/campaigns/new", {"name": "x"})).status_code == 403
+    await session.refresh(campaign)
+    assert campaign.status == "active"
