@@ -57,9 +57,10 @@ async def _fresh_demo(settings: Settings) -> None:
     await engine.dispose()
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def portal_url(servers: Servers) -> Iterator[str]:
-    """The portal on a real uvicorn in this process (so tests can read the SMS outbox)."""
+    """The portal on a real uvicorn in this process (so tests can read the SMS outbox), stopped
+    with the module so nothing of it runs beside the other folders' tests."""
     port = _free_port()
     base = f"http://127.0.0.1:{port}"
     settings = Settings(
