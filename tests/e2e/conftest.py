@@ -5,26 +5,28 @@ key pages go to `build/e2e-screenshots/`."""
 from __future__ import annotations
 
 import asyncio
+import os
 import re
 import shutil
 import socket
-import threading
+import subprocess
+import sys
 import time
+import urllib.request
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-import uvicorn
 from playwright.sync_api import Browser, Page, Playwright, sync_playwright
 from redis import Redis
 from sqlalchemy import text
 
-from coalition.platform.app import create_app
 from coalition.platform.db import make_engine, make_sessionmaker
 from coalition.platform.demo import DEMO_PASSWORD, seed_demo
 from coalition.platform.migrate import all_metadata
 from coalition.platform.settings import Settings
-from coalition.platform.sms import OUTBOX
+from coalition.platform.sms import OUTBOX_FILE
 from tests.conftest import ROOT, Servers
 
 CHROMIUM = "/usr/bin/chromium"
@@ -38,6 +40,12 @@ CHROMIUM_ARGS = [
     "--disable-sync",
 ]
 SCREENSHOTS = ROOT / "build" / "e2e-screenshots"
+
+
+@dataclass(frozen=True)
+class PortalServer:
+    base: str  # http://127.0.0.1:<port>
+    outbox: Path  # where its console SMS gateway writes
 
 
 def _free_port() -> int:
@@ -58,40 +66,68 @@ async def _fresh_demo(settings: Settings) -> None:
 
 
 @pytest.fixture(scope="module")
-def portal_url(servers: Servers) -> Iterator[str]:
-    """The portal on a real uvicorn in this process (so tests can read the SMS outbox), stopped
-    with the module so nothing of it runs beside the other folders' tests."""
+def portal_server(
+    servers: Servers, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[PortalServer]:
+    """The portal on a real uvicorn in its own process, on a loopback port, against the test
+    database. It runs with the console SMS gateway writing to a file in a private data
+    directory, where the tests read the one-time codes."""
     port = _free_port()
     base = f"http://127.0.0.1:{port}"
+    data_dir = tmp_path_factory.mktemp("portal-data")
+    env = {
+        **os.environ,
+        "DATABASE_URL": servers.database_url,
+        "REDIS_URL": servers.redis_url,
+        "COALITION_ENVIRONMENT": "dev",
+        "COALITION_DATA_DIR": str(data_dir),
+        "COALITION_PUBLIC_URL": base,
+        "COALITION_LOGIN_ATTEMPTS_PER_WINDOW": "1000",
+        "COALITION_LOG_LEVEL": "WARNING",
+    }
     settings = Settings(
-        environment="test",
-        database_url=servers.database_url,
-        redis_url=servers.redis_url,
-        public_url=base,
-        login_attempts_per_window=1000,
+        environment="test", database_url=servers.database_url, redis_url=servers.redis_url
     )
     Redis.from_url(servers.redis_url).flushdb()
     asyncio.run(_fresh_demo(settings))
-    server = uvicorn.Server(
-        uvicorn.Config(
-            create_app(settings), host="127.0.0.1", port=port, log_level="warning", loop="asyncio"
-        )
+    log = (data_dir / "server.log").open("w")
+    server = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "uvicorn",
+            "--factory",
+            "coalition.platform.app:create_app",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--log-level",
+            "warning",
+        ],
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
     )
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not server.started:
+    deadline = time.monotonic() + 60
+    while True:
+        assert server.poll() is None, (data_dir / "server.log").read_text()
         assert time.monotonic() < deadline, "uvicorn did not start"
-        time.sleep(0.05)
+        try:
+            with urllib.request.urlopen(f"{base}/health/live", timeout=2):  # noqa: S310
+                break
+        except OSError:
+            time.sleep(0.2)
     try:
-        yield base
+        yield PortalServer(base=base, outbox=data_dir / OUTBOX_FILE)
     finally:
-        server.should_exit = True
-        thread.join(timeout=10)
+        server.terminate()
+        server.wait(timeout=20)
+        log.close()
 
 
 @pytest.fixture(scope="module")
-def playwright(portal_url: str) -> Iterator[Playwright]:
+def playwright(portal_server: PortalServer) -> Iterator[Playwright]:
     """Module-scoped: the sync driver keeps an event loop running in this thread, so it must be
     gone before the asyncio tests of other folders run (and start after the server's setup)."""
     assert Path(CHROMIUM).exists(), f"{CHROMIUM} is missing: apt-get install -y chromium"
@@ -108,15 +144,26 @@ def browser(playwright: Playwright) -> Iterator[Browser]:
     browser.close()
 
 
+def last_code_texted_to(outbox: Path, phone: str) -> str:
+    """The newest one-time code in the server's SMS outbox for this number (masked there but
+    for its last four digits)."""
+    lines = [line for line in outbox.read_text("utf-8").splitlines() if f"*{phone[-4:]}\t" in line]
+    assert lines, f"no text to {phone}"
+    code = re.search(r"\b(\d{6})\b", lines[-1].split("\t", 2)[2])
+    assert code is not None
+    return code.group(1)
+
+
 class Portal:
     """One browser context (its own cookies) on the portal."""
 
-    def __init__(self, browser: Browser, base: str, locale: str, mobile: bool) -> None:
+    def __init__(self, browser: Browser, server: PortalServer, locale: str, mobile: bool) -> None:
         viewport = {"width": 390, "height": 844} if mobile else {"width": 1200, "height": 900}
         self.context = browser.new_context(locale=locale, viewport=viewport)
         self.context.set_default_timeout(15_000)
         self.page: Page = self.context.new_page()
-        self.base = base
+        self.base = server.base
+        self.outbox = server.outbox
 
     def open(self, path: str) -> Page:
         self.page.goto(self.base + path)
@@ -130,15 +177,12 @@ class Portal:
         return page
 
     def customer_sign_in(self, phone: str) -> Page:
-        OUTBOX.clear()
         page = self.open("/portal/customer/login")
         page.fill("input[name=phone]", phone)
         page.click("form[action='/portal/customer/login'] button[type=submit]")
         page.wait_for_selector("input[name=code]")
-        message = OUTBOX.messages_to(f"+86{phone}")[-1].message
-        code = re.search(r"\b(\d{6})\b", message)
-        assert code is not None
-        page.fill("input[name=code]", code.group(1))
+        code = last_code_texted_to(self.outbox, phone)
+        page.fill("input[name=code]", code)
         page.click("form[action='/portal/customer/verify'] button[type=submit]")
         return page
 
@@ -150,11 +194,11 @@ class Portal:
 
 
 @pytest.fixture
-def portal(browser: Browser, portal_url: str) -> Iterator[Callable[..., Portal]]:
+def portal(browser: Browser, portal_server: PortalServer) -> Iterator[Callable[..., Portal]]:
     opened: list[Portal] = []
 
     def open_portal(locale: str = "en-US", *, mobile: bool = False) -> Portal:
-        portal = Portal(browser, portal_url, locale, mobile)
+        portal = Portal(browser, portal_server, locale, mobile)
         opened.append(portal)
         return portal
 
