@@ -21,7 +21,7 @@ from litestar.static_files import create_static_files_router
 from redis.asyncio import ConnectionPool
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
-from coalition.platform import jobs
+from coalition.platform import jobs, web
 from coalition.platform.auth import BearerAuthMiddleware, provide_principal
 from coalition.platform.db import make_engine, make_sessionmaker
 from coalition.platform.errors import EXCEPTION_HANDLERS
@@ -122,8 +122,11 @@ def create_app(settings: Settings | None = None) -> Litestar:
     configure_logging(settings)
 
     from coalition.campaigns.controllers import ROUTES as CAMPAIGN_ROUTES
+    from coalition.campaigns.controllers import portal as campaign_pages
+    from coalition.campaigns.controllers import portal_builder
     from coalition.campaigns.services.customer_tokens import customer_principal_without_lookup
     from coalition.merchants.controllers import ROUTES as MERCHANT_ROUTES
+    from coalition.merchants.controllers import portal as merchant_pages
     from coalition.merchants.services.identity import resolve_principal
     from coalition.settlement.controllers import ROUTES as SETTLEMENT_ROUTES
 
@@ -147,6 +150,16 @@ def create_app(settings: Settings | None = None) -> Litestar:
             *MERCHANT_ROUTES,
             *CAMPAIGN_ROUTES,
             *SETTLEMENT_ROUTES,
+            web.static_router(),
+            web.portal_router(
+                "/portal",
+                [
+                    *merchant_pages.PORTAL_PAGES,
+                    *campaign_pages.PORTAL_PAGES,
+                    *portal_builder.PORTAL_PAGES,
+                ],
+            ),
+            web.portal_router("/c", campaign_pages.COUPON_PAGES),
         ],
         dependencies={
             "session": Provide(provide_session),
@@ -158,7 +171,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
         middleware=[
             request_id_middleware,
             prometheus_config().middleware,
-            DefineMiddleware(BearerAuthMiddleware, exclude=PUBLIC_PATHS),
+            DefineMiddleware(BearerAuthMiddleware, exclude=[*PUBLIC_PATHS, *web.PORTAL_PATHS]),
         ],
         exception_handlers=EXCEPTION_HANDLERS,
         openapi_config=OpenAPIConfig(

@@ -186,6 +186,7 @@ def dev(data_dir: Path, port: int) -> None:
         app_url = f"http://127.0.0.1:{port}"
         click.echo("")
         click.echo(f"  API          {app_url}/api/v1")
+        click.echo(f"  Portal       {app_url}/portal   (customers: {app_url}/portal/customer)")
         click.echo(f"  API docs     {app_url}/schema")
         click.echo(f"  OpenAPI      {app_url}/schema/openapi.json")
         click.echo(f"  Health       {app_url}/health/ready")

@@ -87,3 +87,20 @@ def split_by_basis_points(total: int, shares: Mapping[K, int]) -> dict[K, int]:
 def percent_of(amount: int, basis_points: int) -> int:
     """`amount * bp / 10000`, rounded half up to whole minor units (for fees and discounts)."""
     return (amount * basis_points + BASIS_POINTS // 2) // BASIS_POINTS
+
+
+_MAJOR_AMOUNT = re.compile(r"^\s*[¥$€£]?\s*(\d{1,13})(?:[.,](\d{1,2}))?\s*$")
+
+
+def parse_major_amount(text: str, currency: str) -> int | None:
+    """Minor units of an amount a person typed in major units (`25`, `25.5`, `¥25.50`); None when
+    it is not such an amount. A currency without minor units takes no decimals."""
+    match = _MAJOR_AMOUNT.match(text or "")
+    if match is None:
+        return None
+    per_major = minor_units_per_major(currency)
+    whole, fraction = match.group(1), match.group(2)
+    if fraction and per_major == 1:
+        return None
+    minor = int((fraction or "").ljust(2, "0")) if per_major == 100 else 0
+    return int(whole) * per_major + minor

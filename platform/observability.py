@@ -33,8 +33,12 @@ def configure_logging(settings: Settings) -> None:
         if settings.json_logs
         else structlog.dev.ConsoleRenderer(colors=sys.stderr.isatty())
     )
+    # Loggers cached on first use keep a reference to the processors list: when the app is made
+    # again in one process (tests do), the same list is refilled instead of replaced.
+    processors: list[Any] = structlog.get_config()["processors"]
+    processors[:] = [*shared, structlog.processors.format_exc_info, renderer]
     structlog.configure(
-        processors=[*shared, structlog.processors.format_exc_info, renderer],
+        processors=processors,
         wrapper_class=structlog.make_filtering_bound_logger(level),
         logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
         cache_logger_on_first_use=True,

@@ -561,3 +561,47 @@ async def ended_with_open_coupons(session: AsyncSession) -> list[uuid.UUID]:
         )
     )
     return list(rows.scalars())
+
+
+async def open_offers(
+    session: AsyncSession, principal: Principal, *, limit: int = 50
+) -> list[Campaign]:
+    """Running campaigns this customer may claim from (their audience admits them), soonest
+    ending first."""
+    assert principal.subject_id is not None
+    customer = await session.get_one(Customer, principal.subject_id)
+    now = utcnow()
+    rows = await session.execute(
+        select(Campaign)
+        .where(
+            col(Campaign.status) == "active",
+            col(Campaign.starts_at) <= now,
+            col(Campaign.ends_at) > now,
+        )
+        .order_by(col(Campaign.ends_at), col(Campaign.id))
+        .limit(limit)
+    )
+    offers = []
+    for campaign in rows.scalars():
+        targeted = (
+            campaign.audience == "targeted"
+            and (await session.get(CampaignTarget, (campaign.id, customer.id))) is not None
+        )
+        if is_eligible(campaign, customer, targeted=targeted):
+            offers.append(campaign)
+    return offers
+
+
+async def coupon_by_code(session: AsyncSession, code: str) -> tuple[Coupon, Campaign]:
+    """The coupon a QR or typed code names, with its campaign (the public coupon page shows only
+    its code, offer and validity, never its holder)."""
+    try:
+        stored = codes.parse(code)
+    except codes.InvalidCode as exc:
+        raise CouponNotFound() from exc
+    coupon = (
+        await session.execute(select(Coupon).where(col(Coupon.code) == stored))
+    ).scalar_one_or_none()
+    if coupon is None:
+        raise CouponNotFound()
+    return coupon, await session.get_one(Campaign, coupon.campaign_id)

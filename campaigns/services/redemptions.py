@@ -619,3 +619,31 @@ async def list_redemptions(
         .offset(offset)
     )
     return [redemption_read(r, code) for r, code in rows.tuples()], int(total)
+
+
+async def org_redemptions_since(
+    session: AsyncSession, principal: Principal, since: datetime, *, limit: int = 20
+) -> tuple[list[RedemptionRead], int, int]:
+    """The caller organization's redemptions since `since` (newest first, at most `limit`), how
+    many there were and the discount they gave (net of reversals)."""
+    where = (col(Redemption.org_id) == principal.org_id, col(Redemption.redeemed_at) >= since)
+    count, discount = (
+        await session.execute(
+            select(
+                func.count(),
+                func.coalesce(
+                    func.sum(col(Redemption.discount) - col(Redemption.discount_reversed)), 0
+                ),
+            )
+            .select_from(Redemption)
+            .where(*where)
+        )
+    ).one()
+    rows = await session.execute(
+        select(Redemption, col(Coupon.code))
+        .join(Coupon, col(Coupon.id) == col(Redemption.coupon_id))
+        .where(*where)
+        .order_by(col(Redemption.redeemed_at).desc(), col(Redemption.id))
+        .limit(limit)
+    )
+    return [redemption_read(r, code) for r, code in rows.tuples()], int(count), int(discount)

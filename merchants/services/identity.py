@@ -368,3 +368,60 @@ async def _api_key_principal(session: AsyncSession, credential: str) -> Principa
         subject_id=key.id,
         scopes=frozenset(key.scopes),
     )
+
+
+# --- portal sessions -------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class PortalIdentity:
+    principal: Principal
+    display_name: str
+    email: str
+    org_name: str
+    org_timezone: str
+
+
+async def portal_identity(session: AsyncSession, *, refresh_token: str) -> PortalIdentity:
+    """Who a portal session belongs to. The session holds the refresh token of its login; it is
+    valid while that token is neither revoked (logout, deactivation) nor expired and the user and
+    organization are active. The portal never rotates it, so parallel page loads cannot race."""
+    row = (
+        await session.execute(
+            select(RefreshToken, User, Organization)
+            .join(User, col(User.id) == col(RefreshToken.user_id))
+            .join(Organization, col(Organization.id) == col(User.org_id))
+            .where(col(RefreshToken.token_hash) == secret_digest(refresh_token))
+        )
+    ).one_or_none()
+    if row is None:
+        raise InvalidToken("Unknown session")
+    token, user, org = row
+    if token.revoked_at is not None or token.used_at is not None:
+        raise InvalidToken("This session has ended")
+    if token.expires_at <= utcnow():
+        raise TokenExpired("This session has expired")
+    if user.status != "active":
+        raise InvalidToken("The account is no longer active")
+    _require_active(org)
+    return PortalIdentity(
+        principal=Principal(
+            kind="user", org_id=org.id, org_kind=org.kind, role=user.role, user_id=user.id
+        ),
+        display_name=user.display_name,
+        email=user.email,
+        org_name=org.name,
+        org_timezone=org.timezone,
+    )
+
+
+async def end_portal_session(session: AsyncSession, *, refresh_token: str) -> None:
+    """Sign out of the portal: the login's refresh-token family is revoked."""
+    token = (
+        await session.execute(
+            select(RefreshToken).where(col(RefreshToken.token_hash) == secret_digest(refresh_token))
+        )
+    ).scalar_one_or_none()
+    if token is not None:
+        await revoke_refresh_family(session, token.family_id, utcnow())
+        await commit(session)

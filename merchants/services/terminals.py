@@ -364,3 +364,26 @@ async def pos_identity(session: AsyncSession, principal: Principal) -> PosIdenti
         store=PosStoreInfo(id=store.id, name=store.name, address=store.address, city=store.city),
         organization=PosOrganizationInfo(id=org.id, name=org.name),
     )
+
+
+async def operate_terminal(
+    session: AsyncSession, principal: Principal, terminal_id: uuid.UUID
+) -> Principal:
+    """The web POS: a cashier (or admin) of the organization works a terminal of one of its
+    active stores; redemptions are then recorded exactly as if that terminal had called."""
+    if principal.kind != "user" or principal.role not in ("cashier", "admin"):
+        raise Forbidden("Only cashiers and admins work the web POS")
+    terminal = await session.get(Terminal, terminal_id)
+    if terminal is None or terminal.org_id != principal.org_id:
+        raise NotFound("Terminal not found")
+    store = await session.get_one(Store, terminal.store_id)
+    if terminal.status != "active" or store.status != "active":
+        raise TerminalRevoked("This terminal or its store is no longer active")
+    return Principal(
+        kind="terminal",
+        org_id=principal.org_id,
+        org_kind=principal.org_kind,
+        subject_id=terminal.id,
+        store_id=store.id,
+        user_id=principal.user_id,
+    )

@@ -1,0 +1,207 @@
+"""Browser tests: the app served by a real uvicorn on a loopback port against the test database
+(seeded with the demo world), driven by Playwright through Debian's chromium. Screenshots of
+key pages go to `build/e2e-screenshots/`."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from playwright.sync_api import Browser, Page, Playwright, sync_playwright
+from redis import Redis
+from sqlalchemy import text
+
+from coalition.platform.db import make_engine, make_sessionmaker
+from coalition.platform.demo import DEMO_PASSWORD, seed_demo
+from coalition.platform.migrate import all_metadata
+from coalition.platform.settings import Settings
+from coalition.platform.sms import OUTBOX_FILE
+from tests.conftest import ROOT, Servers
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+SCREENSHOTS = ROOT / "build" / "e2e-screenshots"
+
+
+@dataclass(frozen=True)
+class PortalServer:
+    base: str  # http://127.0.0.1:<port>
+    outbox: Path  # where its console SMS gateway writes
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+        return port
+
+
+async def _fresh_demo(settings: Settings) -> None:
+    engine = make_engine(settings, pool_size=2)
+    tables = ", ".join(f'"{t.name}"' for t in all_metadata().sorted_tables)
+    async with engine.begin() as connection:
+        await connection.execute(text(f"TRUNCATE {tables} RESTART IDENTITY CASCADE"))
+    async with make_sessionmaker(engine)() as session:
+        await seed_demo(session)
+    await engine.dispose()
+
+
+@pytest.fixture(scope="module")
+def portal_server(
+    servers: Servers, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[PortalServer]:
+    """The portal on a real uvicorn in its own process, on a loopback port, against the test
+    database. It runs with the console SMS gateway writing to a file in a private data
+    directory, where the tests read the one-time codes."""
+    port = _free_port()
+    base = f"http://127.0.0.1:{port}"
+    data_dir = tmp_path_factory.mktemp("portal-data")
+    env = {
+        **os.environ,
+        "DATABASE_URL": servers.database_url,
+        "REDIS_URL": servers.redis_url,
+        "COALITION_ENVIRONMENT": "dev",
+        "COALITION_DATA_DIR": str(data_dir),
+        "COALITION_PUBLIC_URL": base,
+        "COALITION_LOGIN_ATTEMPTS_PER_WINDOW": "1000",
+        "COALITION_LOG_LEVEL": "WARNING",
+    }
+    settings = Settings(
+        environment="test", database_url=servers.database_url, redis_url=servers.redis_url
+    )
+    Redis.from_url(servers.redis_url).flushdb()
+    asyncio.run(_fresh_demo(settings))
+    log = (data_dir / "server.log").open("w")
+    server = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "uvicorn",
+            "--factory",
+            "coalition.platform.app:create_app",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--log-level",
+            "warning",
+        ],
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    deadline = time.monotonic() + 60
+    while True:
+        assert server.poll() is None, (data_dir / "server.log").read_text()
+        assert time.monotonic() < deadline, "uvicorn did not start"
+        try:
+            with urllib.request.urlopen(f"{base}/health/live", timeout=2):  # noqa: S310
+                break
+        except OSError:
+            time.sleep(0.2)
+    try:
+        yield PortalServer(base=base, outbox=data_dir / OUTBOX_FILE)
+    finally:
+        server.terminate()
+        server.wait(timeout=20)
+        log.close()
+
+
+@pytest.fixture(scope="module")
+def playwright(portal_server: PortalServer) -> Iterator[Playwright]:
+    """Module-scoped: the sync driver keeps an event loop running in this thread, so it must be
+    gone before the asyncio tests of other folders run (and start after the server's setup)."""
+    assert Path(CHROMIUM).exists(), f"{CHROMIUM} is missing: apt-get install -y chromium"
+    with sync_playwright() as driver:
+        yield driver
+
+
+@pytest.fixture(scope="module")
+def browser(playwright: Playwright) -> Iterator[Browser]:
+    shutil.rmtree(SCREENSHOTS, ignore_errors=True)
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+    yield browser
+    browser.close()
+
+
+def last_code_texted_to(outbox: Path, phone: str) -> str:
+    """The newest one-time code in the server's SMS outbox for this number (masked there but
+    for its last four digits)."""
+    lines = [line for line in outbox.read_text("utf-8").splitlines() if f"*{phone[-4:]}\t" in line]
+    assert lines, f"no text to {phone}"
+    code = re.search(r"\b(\d{6})\b", lines[-1].split("\t", 2)[2])
+    assert code is not None
+    return code.group(1)
+
+
+class Portal:
+    """One browser context (its own cookies) on the portal."""
+
+    def __init__(self, browser: Browser, server: PortalServer, locale: str, mobile: bool) -> None:
+        viewport = {"width": 390, "height": 844} if mobile else {"width": 1200, "height": 900}
+        self.context = browser.new_context(locale=locale, viewport=viewport)
+        self.context.set_default_timeout(15_000)
+        self.page: Page = self.context.new_page()
+        self.base = server.base
+        self.outbox = server.outbox
+
+    def open(self, path: str) -> Page:
+        self.page.goto(self.base + path)
+        return self.page
+
+    def sign_in(self, email: str, password: str = DEMO_PASSWORD) -> Page:
+        page = self.open("/portal/login")
+        page.fill("input[name=email]", email)
+        page.fill("input[name=password]", password)
+        page.click("form[action='/portal/login'] button[type=submit]")
+        return page
+
+    def customer_sign_in(self, phone: str) -> Page:
+        page = self.open("/portal/customer/login")
+        page.fill("input[name=phone]", phone)
+        page.click("form[action='/portal/customer/login'] button[type=submit]")
+        page.wait_for_selector("input[name=code]")
+        code = last_code_texted_to(self.outbox, phone)
+        page.fill("input[name=code]", code)
+        page.click("form[action='/portal/customer/verify'] button[type=submit]")
+        return page
+
+    def shot(self, name: str) -> None:
+        self.page.screenshot(path=str(SCREENSHOTS / f"{name}.png"), full_page=True)
+
+    def close(self) -> None:
+        self.context.close()
+
+
+@pytest.fixture
+def portal(browser: Browser, portal_server: PortalServer) -> Iterator[Callable[..., Portal]]:
+    opened: list[Portal] = []
+
+    def open_portal(locale: str = "en-US", *, mobile: bool = False) -> Portal:
+        portal = Portal(browser, portal_server, locale, mobile)
+        opened.append(portal)
+        return portal
+
+    yield open_portal
+    for portal in opened:
+        portal.close()
