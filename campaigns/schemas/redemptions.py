@@ -56,7 +56,7 @@ class QuoteRead(Response):
     basket_amount: int
     discount: int
     payable: int
-    store_id: uuid.UUID
+    store_id: uuid.UUID | None  # None: online checkout
     quoted_at: datetime
 
 
@@ -71,7 +71,7 @@ class RedemptionRead(Response):
     coupon_code: str
     campaign_id: uuid.UUID
     org_id: uuid.UUID
-    store_id: uuid.UUID
+    store_id: uuid.UUID | None  # None: online
     terminal_id: uuid.UUID | None
     channel: str
     order_ref: str | None

@@ -283,6 +283,7 @@ async def post_redemption(
     campaign_id: uuid.UUID | None = None,
     idempotency_key: str | None = None,
     memo: str | None = None,
+    new_redemption: bool = False,
 ) -> JournalEntry | None:
     """Write a redemption's entry in the caller's transaction (no commit): what each funder
     other than the redeeming merchant owes it, and the platform fee the payer owes the carrier
