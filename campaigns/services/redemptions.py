@@ -29,7 +29,7 @@ from datetime import datetime, timedelta
 from typing import Any, cast
 
 import msgspec
-from sqlalchemy import distinct, exists, func, null
+from sqlalchemy import and_, distinct, exists, func, null, true
 from sqlalchemy.dialects.postgresql import aggregate_order_by
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -199,17 +199,16 @@ async def load_coupon(
     """The coupon (locked `FOR UPDATE` when redeeming), its campaign, its funders in split
     order, whether the store may redeem, the carrier, and (with `velocity_since`) the partners
     its holder redeemed at since then: one statement."""
-    participants = CampaignParticipant.__table__.c
+    position = col(CampaignParticipant.position)
+    of_campaign = col(CampaignParticipant.campaign_id) == col(Coupon.campaign_id)
     funders = (
-        select(
-            func.array_agg(aggregate_order_by(participants.org_id, participants.position)),
-        )
-        .where(participants.campaign_id == col(Coupon.campaign_id))
+        select(func.array_agg(aggregate_order_by(col(CampaignParticipant.org_id), position)))
+        .where(of_campaign)
         .scalar_subquery()
     )
     shares = (
-        select(func.array_agg(aggregate_order_by(participants.share_bp, participants.position)))
-        .where(participants.campaign_id == col(Coupon.campaign_id))
+        select(func.array_agg(aggregate_order_by(col(CampaignParticipant.share_bp), position)))
+        .where(of_campaign)
         .scalar_subquery()
     )
     store_ok: Any = (
@@ -219,7 +218,7 @@ async def load_coupon(
             col(Store.org_id) == where.org_id,
         )
         if where.store_id is not None
-        else func.true()
+        else true()
     )
     carrier = (
         select(col(Organization.id))
@@ -239,14 +238,12 @@ async def load_coupon(
             .scalar_subquery()
         )
     query = (
-        select(Coupon, Campaign, funders, shares, store_ok, carrier, partners)
+        select(Coupon, Campaign, *[funders, shares, store_ok, carrier, partners])
         .join(Campaign, col(Campaign.id) == col(Coupon.campaign_id))
         .where(col(Coupon.code) == code if code is not None else col(Coupon.id) == coupon_id)
     )
     if lock:
-        query = query.with_for_update(of=Coupon.__table__).execution_options(  # type: ignore[arg-type]
-            populate_existing=True
-        )
+        query = query.with_for_update(of=Coupon).execution_options(populate_existing=True)
     row = (await session.execute(query)).one_or_none()
     if row is None:
         raise CouponNotFound()
@@ -780,8 +777,13 @@ async def get_redemption(
 async def list_redemptions(
     session: AsyncSession, principal: Principal, *, limit: int, offset: int
 ) -> tuple[list[RedemptionRead], int]:
-    """This terminal's redemptions, newest first."""
-    where = col(Redemption.terminal_id) == principal.subject_id
+    """This terminal's redemptions (an API key: its organization's online ones), newest
+    first."""
+    where = (
+        col(Redemption.terminal_id) == principal.subject_id
+        if principal.kind == "terminal"
+        else and_(col(Redemption.org_id) == principal.org_id, col(Redemption.channel) == "online")
+    )
     total = (
         await session.execute(select(func.count()).select_from(Redemption).where(where))
     ).scalar_one()
