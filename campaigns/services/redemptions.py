@@ -29,11 +29,12 @@ from datetime import datetime, timedelta
 from typing import Any, cast
 
 import msgspec
-from sqlalchemy import and_, distinct, exists, func, null, true
+from sqlalchemy import and_, distinct, exists, func, insert, null, true, update
 from sqlalchemy.dialects.postgresql import aggregate_order_by
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
-from sqlmodel import col, select
+from sqlalchemy.orm.attributes import set_committed_value
+from sqlmodel import SQLModel, col, select
 
 from coalition.campaigns import codes, domain
 from coalition.campaigns.models import (
@@ -475,14 +476,22 @@ async def record_redemption(
         funding=funding_to_json(funding),
         redeemed_at=now,
     )
-    session.add(redemption)
+    # Core statements, not the unit of work: the hot path pays for no flush bookkeeping.
     try:
-        await session.flush()
+        await session.execute(insert(Redemption).values(**_columns(redemption)))
     except IntegrityError as exc:
         # Only reachable if something redeemed this coupon without its lock: the unique
         # standing-redemption index keeps it at one.
         raise CouponAlreadyRedeemed() from exc
-    coupon.status, coupon.redeemed_at, coupon.held_until = "redeemed", now, None
+    changed = {"status": "redeemed", "redeemed_at": now, "held_until": None}
+    await session.execute(
+        update(Coupon)
+        .where(col(Coupon.id) == coupon.id)
+        .values(**changed)
+        .execution_options(synchronize_session=False)
+    )
+    for name, value in changed.items():  # the loaded row as written, not dirty
+        set_committed_value(coupon, name, value)
     await post_redemption(
         session,
         redemption_id=redemption.id,
@@ -510,6 +519,10 @@ async def record_redemption(
         data=_event_data(redemption, coupon.code),
     )
     return redemption
+
+
+def _columns(row: SQLModel) -> dict[str, Any]:
+    return {column.key: getattr(row, column.key) for column in row.__table__.columns}  # type: ignore[attr-defined]
 
 
 async def _flag_velocity(

@@ -27,7 +27,7 @@ import uuid
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from datetime import datetime
-from typing import cast
+from typing import Any, cast
 
 from sqlalchemy import ColumnElement, case, func, text
 from sqlalchemy import select as sa_select
@@ -124,10 +124,15 @@ async def _ensure_accounts(
 ) -> dict[tuple[uuid.UUID, str], uuid.UUID]:
     """The ids of the (org, purpose) accounts in `currency`, creating missing ones. Inserted in
     one fixed order so that concurrent entries never wait on each other's new accounts in a
-    cycle."""
+    cycle.
+
+    One statement: the insert's RETURNING gives the accounts it created, the select beside it
+    those that existed. An account created and committed by a concurrent transaction meanwhile
+    is in neither (the insert skipped it, the select's snapshot predates it): looked up again.
+    """
     ordered = sorted(keys)
     now = utcnow()
-    await session.execute(
+    created = (
         insert(LedgerAccount)
         .values(
             [
@@ -142,15 +147,23 @@ async def _ensure_accounts(
             ]
         )
         .on_conflict_do_nothing(index_elements=["org_id", "purpose", "currency"])
+        .returning(col(LedgerAccount.id), col(LedgerAccount.org_id), col(LedgerAccount.purpose))
+        .cte("created")
+    )
+    existing = sa_select(
+        col(LedgerAccount.id), col(LedgerAccount.org_id), col(LedgerAccount.purpose)
+    ).where(
+        col(LedgerAccount.org_id).in_({org_id for org_id, _ in ordered}),
+        col(LedgerAccount.purpose).in_({purpose for _, purpose in ordered}),
+        col(LedgerAccount.currency) == currency,
     )
     rows = await session.execute(
-        select(col(LedgerAccount.id), col(LedgerAccount.org_id), col(LedgerAccount.purpose)).where(
-            col(LedgerAccount.org_id).in_({org_id for org_id, _ in ordered}),
-            col(LedgerAccount.purpose).in_({purpose for _, purpose in ordered}),
-            col(LedgerAccount.currency) == currency,
-        )
+        sa_select(created.c.id, created.c.org_id, created.c.purpose).union_all(existing)
     )
     found = {(org_id, purpose): account_id for account_id, org_id, purpose in rows.tuples()}
+    if any(key not in found for key in ordered):
+        rows = await session.execute(existing)
+        found = {(org_id, purpose): account_id for account_id, org_id, purpose in rows.tuples()}
     return {key: found[key] for key in ordered}
 
 
@@ -211,18 +224,19 @@ async def post_entry(
         occurred_at=occurred_at,
         redemption_id=redemption_id,
     )
+    values: dict[str, Any] = {
+        "id": new_id(),
+        "idempotency_key": idempotency_key,
+        "kind": kind,
+        "occurred_at": occurred_at,
+        "campaign_id": campaign_id,
+        "redemption_id": redemption_id,
+        "memo": memo,
+        "created_at": utcnow(),
+    }
     inserted = await session.execute(
         insert(JournalEntry)
-        .values(
-            id=new_id(),
-            idempotency_key=idempotency_key,
-            kind=kind,
-            occurred_at=occurred_at,
-            campaign_id=campaign_id,
-            redemption_id=redemption_id,
-            memo=memo,
-            created_at=utcnow(),
-        )
+        .values(**values)
         .on_conflict_do_nothing(index_elements=["idempotency_key"])
         .returning(col(JournalEntry.id))
     )
@@ -261,9 +275,7 @@ async def post_entry(
             for line in lines
         ],
     )
-    entry = await session.get(JournalEntry, entry_id)
-    assert entry is not None
-    return entry
+    return JournalEntry(**values)  # as written (not read back: one round trip less)
 
 
 def redemption_key(redemption_id: uuid.UUID) -> str:
@@ -295,15 +307,18 @@ async def post_redemption(
     """
     key = idempotency_key or redemption_key(redemption_id)
     lines = redemption_lines(funding)
-    other = await session.execute(
-        select(col(JournalEntry.id)).where(
-            col(JournalEntry.redemption_id) == redemption_id,
-            col(JournalEntry.kind) == "redemption",
-            col(JournalEntry.idempotency_key) != key,
+    # `new_redemption`: the redemption row was inserted in this very transaction, so no other
+    # entry of it can exist and the look for one is skipped (the unique key still guards).
+    if not new_redemption:
+        other = await session.execute(
+            select(col(JournalEntry.id)).where(
+                col(JournalEntry.redemption_id) == redemption_id,
+                col(JournalEntry.kind) == "redemption",
+                col(JournalEntry.idempotency_key) != key,
+            )
         )
-    )
-    if other.first() is not None:
-        raise LedgerConflict("This redemption already has a ledger entry under another key")
+        if other.first() is not None:
+            raise LedgerConflict("This redemption already has a ledger entry under another key")
     if not lines:
         if await _entry_by_key(session, key) is not None:
             raise LedgerConflict(f"The ledger entry {key!r} exists with different content")
