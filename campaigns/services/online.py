@@ -162,7 +162,9 @@ async def reserve(
         await session.flush()
     except IntegrityError as exc:  # another live hold got past the lock: the index refuses
         raise CouponHeld() from exc
-    coupon.held_until = hold.expires_at
+    await session.execute(
+        update(Coupon).where(col(Coupon.id) == coupon.id).values(held_until=hold.expires_at)
+    )
     await enqueue(
         session,
         RELEASE_JOB,

@@ -28,18 +28,16 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, cast
 
+import asyncpg
 import msgspec
-from sqlalchemy import and_, distinct, exists, func, insert, null, true, update
-from sqlalchemy.dialects.postgresql import aggregate_order_by
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy import and_, func
 from sqlalchemy.ext.asyncio import AsyncSession
-from sqlalchemy.orm.attributes import set_committed_value
 from sqlmodel import SQLModel, col, select
 
 from coalition.campaigns import codes, domain
 from coalition.campaigns.models import (
+    SLOTS,
     Campaign,
-    CampaignParticipant,
     Coupon,
     Redemption,
     RedemptionFlag,
@@ -53,13 +51,12 @@ from coalition.campaigns.schemas.redemptions import (
     ReversalRead,
     ReverseRequest,
 )
-from coalition.campaigns.services import figures, slots
+from coalition.campaigns.services import figures, redemption_sql, slots
 from coalition.campaigns.services.coupons import (
     CampaignNotActive,
     CouponNotFound,
     Funding,
 )
-from coalition.merchants.models import Organization, Store
 from coalition.merchants.services import webhooks
 from coalition.platform import idempotency
 from coalition.platform.auth import Principal
@@ -73,7 +70,7 @@ from coalition.settlement.domain import (
     RedemptionFunding,
     discount_reversed_by_refund,
 )
-from coalition.settlement.services.ledger import post_redemption, post_reversal
+from coalition.settlement.services.ledger import post_new_redemption, post_reversal
 
 # --- refusals (stable codes) ------------------------------------------------------------------
 
@@ -199,63 +196,28 @@ async def load_coupon(
 ) -> Loaded:
     """The coupon (locked `FOR UPDATE` when redeeming), its campaign, its funders in split
     order, whether the store may redeem, the carrier, and (with `velocity_since`) the partners
-    its holder redeemed at since then: one statement."""
-    position = col(CampaignParticipant.position)
-    of_campaign = col(CampaignParticipant.campaign_id) == col(Coupon.campaign_id)
-    funders = (
-        select(func.array_agg(aggregate_order_by(col(CampaignParticipant.org_id), position)))
-        .where(of_campaign)
-        .scalar_subquery()
+    its holder redeemed at since then: one statement (`redemption_sql.LOAD`). The rows come
+    back detached: changes to them are written by explicit statements."""
+    connection = await redemption_sql.driver(session)
+    loaded = await redemption_sql.load(
+        connection,
+        code=code,
+        coupon_id=coupon_id,
+        lock=lock,
+        store_id=where.store_id,
+        org_id=where.org_id,
+        velocity_since=velocity_since,
     )
-    shares = (
-        select(func.array_agg(aggregate_order_by(col(CampaignParticipant.share_bp), position)))
-        .where(of_campaign)
-        .scalar_subquery()
-    )
-    store_ok: Any = (
-        exists().where(
-            col(Store.id) == where.store_id,
-            col(Store.status) == "active",
-            col(Store.org_id) == where.org_id,
-        )
-        if where.store_id is not None
-        else true()
-    )
-    carrier = (
-        select(col(Organization.id))
-        .where(col(Organization.kind) == "carrier")
-        .limit(1)
-        .scalar_subquery()
-    )
-    partners: Any = null()
-    if velocity_since is not None:
-        partners = (
-            select(func.array_agg(distinct(col(Redemption.org_id))))
-            .where(
-                col(Redemption.customer_id) == col(Coupon.customer_id),
-                col(Redemption.redeemed_at) >= velocity_since,
-                col(Redemption.status) != "reversed",
-            )
-            .scalar_subquery()
-        )
-    query = (
-        select(Coupon, Campaign, *[funders, shares, store_ok, carrier, partners])
-        .join(Campaign, col(Campaign.id) == col(Coupon.campaign_id))
-        .where(col(Coupon.code) == code if code is not None else col(Coupon.id) == coupon_id)
-    )
-    if lock:
-        query = query.with_for_update(of=Coupon).execution_options(populate_existing=True)
-    row = (await session.execute(query)).one_or_none()
-    if row is None:
+    if loaded is None:
         raise CouponNotFound()
-    coupon, campaign, org_ids, shares_bp, ok, carrier_id, recent = row
+    coupon, campaign, org_ids, shares_bp, store_ok, carrier_id, recent = loaded
     return Loaded(
         coupon=coupon,
         campaign=campaign,
-        funding=Funding(org_ids=list(org_ids or []), shares_bp=list(shares_bp or []), caps=[]),
-        store_ok=bool(ok),
+        funding=Funding(org_ids=org_ids, shares_bp=shares_bp, caps=[]),
+        store_ok=store_ok,
         carrier_id=carrier_id,
-        recent_partners=frozenset(recent or ()),
+        recent_partners=frozenset(recent),
     )
 
 
@@ -476,37 +438,29 @@ async def record_redemption(
         funding=funding_to_json(funding),
         redeemed_at=now,
     )
-    # Core statements, not the unit of work: the hot path pays for no flush bookkeeping.
+    # Plain SQL on the transaction's connection (see `redemption_sql`): the hot path.
+    connection = await redemption_sql.driver(session)
     try:
-        await session.execute(insert(Redemption).values(**_columns(redemption)))
-    except IntegrityError as exc:
+        await redemption_sql.insert_redemption(connection, redemption)
+    except asyncpg.UniqueViolationError as exc:
         # Only reachable if something redeemed this coupon without its lock: the unique
         # standing-redemption index keeps it at one.
         raise CouponAlreadyRedeemed() from exc
-    changed = {"status": "redeemed", "redeemed_at": now, "held_until": None}
-    await session.execute(
-        update(Coupon)
-        .where(col(Coupon.id) == coupon.id)
-        .values(**changed)
-        .execution_options(synchronize_session=False)
-    )
-    for name, value in changed.items():  # the loaded row as written, not dirty
-        set_committed_value(coupon, name, value)
-    await post_redemption(
-        session,
+    await redemption_sql.redeem_coupon(connection, coupon.id, now)
+    coupon.status, coupon.redeemed_at, coupon.held_until = "redeemed", now, None
+    await post_new_redemption(
+        connection,
         redemption_id=redemption.id,
         funding=funding,
         occurred_at=now,
         campaign_id=campaign.id,
-        new_redemption=True,
     )
-    await figures.bump(
-        session,
+    await redemption_sql.bump_redeemed(
+        connection,
         campaign.id,
         figures.local_day(now, campaign.timezone),
-        coupon.slot or 0,
-        redeemed=1,
-        discount=quote.discount,
+        (coupon.slot or 0) % SLOTS,
+        quote.discount,
     )
     if coupon.customer_id is not None and trips_velocity(
         rule, loaded.recent_partners, where.org_id
@@ -599,8 +553,8 @@ async def redeem(
         terminal_id=principal.subject_id,
     )
     body: dict[str, Any] = msgspec.to_builtins(redemption_read(redemption, loaded.coupon.code))
-    await idempotency.finish(
-        session, scope=scope, key=idempotency_key, status_code=201, response=body
+    await redemption_sql.store_response(
+        await redemption_sql.driver(session), scope, idempotency_key, 201, body
     )
     await commit(session)
     return PosResult(201, body, replayed=False)

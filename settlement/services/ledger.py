@@ -610,3 +610,90 @@ async def redemption_entries(
     if not entries:
         raise NotFound("No ledger entries for this redemption")
     return await entries_read(session, entries)
+
+
+# --- the redemption hot path (plain SQL on the session's driver connection) -------------------
+
+_NEW_ENTRY = (
+    "INSERT INTO journal_entry (id, idempotency_key, kind, occurred_at, campaign_id, "
+    "redemption_id, memo, created_at) VALUES ($1, $2, 'redemption', $3, $4, $5, NULL, $6)"
+)
+_EXISTING_ACCOUNTS = """
+SELECT a.id, a.org_id, a.purpose FROM ledger_account a
+JOIN unnest($1::uuid[], $2::text[]) AS w(org_id, purpose)
+  ON w.org_id = a.org_id AND w.purpose = a.purpose
+WHERE a.currency = $3
+"""
+_ENSURE_ACCOUNTS = """
+WITH created AS (
+  INSERT INTO ledger_account (id, org_id, purpose, currency, created_at)
+  SELECT gen_random_uuid(), w.org_id, w.purpose, $3, $4
+  FROM unnest($1::uuid[], $2::text[]) AS w(org_id, purpose)
+  ORDER BY w.org_id, w.purpose
+  ON CONFLICT (org_id, purpose, currency) DO NOTHING
+  RETURNING id, org_id, purpose
+)
+SELECT id, org_id, purpose FROM created
+UNION ALL
+SELECT a.id, a.org_id, a.purpose FROM ledger_account a
+JOIN unnest($1::uuid[], $2::text[]) AS w(org_id, purpose)
+  ON w.org_id = a.org_id AND w.purpose = a.purpose
+WHERE a.currency = $3
+"""
+_NEW_POSTING = (
+    "INSERT INTO ledger_posting (id, entry_id, account_id, org_id, amount, currency) "
+    "VALUES ($1, $2, $3, $4, $5, $6)"
+)
+
+
+async def post_new_redemption(
+    connection: Any,
+    *,
+    redemption_id: uuid.UUID,
+    funding: RedemptionFunding,
+    occurred_at: datetime,
+    campaign_id: uuid.UUID | None,
+) -> uuid.UUID | None:
+    """`post_redemption` for a redemption inserted in this very transaction, in three
+    statements on the asyncpg `connection` of the caller's transaction: the entry, its
+    accounts (created if missing, one statement), its postings. Same rows, same checks (in
+    code here, and the deferred balance trigger at commit). Returns the entry id, or None
+    when the redemption moves nothing between organizations."""
+    key = redemption_key(redemption_id)
+    lines = redemption_lines(funding)
+    if not lines:
+        return None
+    _check_entry(
+        idempotency_key=key,
+        kind="redemption",
+        currency=funding.currency,
+        lines=lines,
+        occurred_at=occurred_at,
+        redemption_id=redemption_id,
+    )
+    entry_id = new_id()
+    await connection.execute(
+        _NEW_ENTRY, entry_id, key, occurred_at, campaign_id, redemption_id, utcnow()
+    )
+    wanted = sorted({(line.org_id, line.purpose) for line in lines})
+    orgs, purposes = [o for o, _ in wanted], [p for _, p in wanted]
+    rows = await connection.fetch(_ENSURE_ACCOUNTS, orgs, purposes, funding.currency, utcnow())
+    accounts = {(r["org_id"], r["purpose"]): r["id"] for r in rows}
+    if len(accounts) < len(wanted):  # created meanwhile by a concurrent, now committed entry
+        rows = await connection.fetch(_EXISTING_ACCOUNTS, orgs, purposes, funding.currency)
+        accounts = {(r["org_id"], r["purpose"]): r["id"] for r in rows}
+    await connection.executemany(
+        _NEW_POSTING,
+        [
+            (
+                new_id(),
+                entry_id,
+                accounts[(line.org_id, line.purpose)],
+                line.org_id,
+                line.amount,
+                funding.currency,
+            )
+            for line in lines
+        ],
+    )
+    return entry_id
