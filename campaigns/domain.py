@@ -352,3 +352,36 @@ def funders_can_cover(terms: Terms, reserved_by_funder: dict[uuid.UUID, int], am
 
 def sorted_windows(windows: Sequence[TimeWindow]) -> tuple[TimeWindow, ...]:
     return tuple(sorted(windows, key=lambda w: (w.start, w.end)))
+
+
+# --- audience ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Audience:
+    """Who may claim: everybody (`open`), a segment by tier, tags and network, or a target list."""
+
+    kind: str  # open | segment | targeted
+    min_tier: int | None = None
+    max_tier: int | None = None
+    tags: Sequence[str] = ()
+    on_network_only: bool = False
+
+
+def admits(
+    audience: Audience, *, tier: int, tags: Sequence[str], on_network: bool, targeted: bool
+) -> bool:
+    """Whether a customer (with their tier, tags, network and place on the target list) may
+    claim from a campaign with this audience."""
+    if audience.kind == "targeted":
+        return targeted
+    if audience.kind == "segment":
+        if audience.min_tier is not None and tier < audience.min_tier:
+            return False
+        if audience.max_tier is not None and tier > audience.max_tier:
+            return False
+        if audience.tags and not set(audience.tags) & set(tags):
+            return False
+        if audience.on_network_only and not on_network:
+            return False
+    return True

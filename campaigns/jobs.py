@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import uuid
 
-from coalition.campaigns.services import coupons, customers, issuance, workflow
+from coalition.campaigns.services import coupons, customers, issuance, online, workflow
 from coalition.platform.db import utcnow
 from coalition.platform.jobs import JobContext, JobRegistry, job_session
 
@@ -55,3 +55,20 @@ async def purge_expired_otps(ctx: JobContext) -> int:
 
 registry.cron(expire_coupons, second=30)  # every minute, between the campaign starts and ends
 registry.cron(purge_expired_otps, hour=3, minute=41, second=0)
+
+
+@registry.job()
+async def release_expired_hold(ctx: JobContext, hold_id: str) -> bool:
+    """Release one online hold at its expiry (enqueued with the hold; idempotent)."""
+    async with job_session(ctx) as session:
+        return await online.expire_hold(session, uuid.UUID(hold_id), utcnow())
+
+
+@registry.job()
+async def release_expired_holds(ctx: JobContext) -> int:
+    """Release every online hold past its expiry (the sweep behind the per-hold jobs)."""
+    async with job_session(ctx) as session:
+        return await online.expire_due(session, utcnow())
+
+
+registry.cron(release_expired_holds, second=45)  # every minute

@@ -261,6 +261,9 @@ class Coupon(SQLModel, table=True):
     claimed_at: datetime | None = timestamp_field(nullable=True)
     redeemed_at: datetime | None = timestamp_field(nullable=True)
     released_at: datetime | None = timestamp_field(nullable=True)  # budget handed back
+    # Set while an online checkout holds the coupon (see RedemptionHold): no other channel may
+    # redeem or reserve it until then. A past value is a hold that lapsed (not yet released).
+    held_until: datetime | None = timestamp_field(nullable=True)
     void_reason: str | None = Field(default=None, max_length=500)
     batch_id: uuid.UUID | None = Field(default=None, sa_column=Column(Uuid, nullable=True))
 
@@ -353,16 +356,21 @@ class Redemption(SQLModel, table=True):
             unique=True,
             postgresql_where=text("status <> 'reversed'"),
         ),
+        CheckConstraint("channel = 'online' OR store_id IS NOT NULL", name="pos_store"),
         Index("ix_redemption_terminal_recent", "terminal_id", "redeemed_at"),
         Index("ix_redemption_campaign_recent", "campaign_id", "redeemed_at"),
+        Index("ix_redemption_customer_recent", "customer_id", "redeemed_at"),
     )
 
     id: uuid.UUID = id_field()
     campaign_id: uuid.UUID = fk("campaign.id", index=False)
     coupon_id: uuid.UUID = fk("coupon.id", index=False)
     org_id: uuid.UUID = org_fk()  # the redeeming organization
-    store_id: uuid.UUID = fk("store.id")
+    store_id: uuid.UUID | None = fk("store.id", nullable=True)  # None: online
     terminal_id: uuid.UUID | None = fk("terminal.id", index=False, nullable=True)
+    api_key_id: uuid.UUID | None = fk("api_key.id", index=False, nullable=True)  # online
+    # The coupon's holder when redeemed (the velocity rule looks across partners by it).
+    customer_id: uuid.UUID | None = fk("customer.id", index=False, nullable=True)
     channel: str = Field(default="pos", max_length=16)
     currency: str = Field(max_length=3)
     basket_amount: int = money_column()
@@ -395,3 +403,81 @@ class RedemptionReversal(SQLModel, table=True):
     full: bool = False  # the basket is refunded in full after this one
     reason: str = Field(max_length=500)
     created_at: datetime = timestamp_field(now=True)
+
+
+# --- online checkout: holds ----------------------------------------------------------------------
+
+HOLD_STATUSES = ("held", "confirmed", "released", "expired")
+
+
+class RedemptionHold(SQLModel, table=True):
+    """An online checkout's reservation of a coupon: the discount quoted for the basket, held
+    until `expires_at`, then confirmed (a redemption), released, or expired by the worker.
+
+    One live hold per coupon: the unique partial index is the arbiter; the coupon row's
+    `held_until` is what the other channels check under the coupon's row lock."""
+
+    __tablename__ = "redemption_hold"
+    __table_args__ = (
+        CheckConstraint(_in("status", HOLD_STATUSES), name="status"),
+        CheckConstraint("basket_amount > 0", name="basket_amount"),
+        CheckConstraint("discount BETWEEN 0 AND basket_amount", name="discount"),
+        CheckConstraint("expires_at > created_at", name="expiry"),
+        Index(
+            "uq_redemption_hold_live",
+            "coupon_id",
+            unique=True,
+            postgresql_where=text("status = 'held'"),
+        ),
+        Index("ix_redemption_hold_expiry", "expires_at", postgresql_where=text("status = 'held'")),
+    )
+
+    id: uuid.UUID = id_field()
+    coupon_id: uuid.UUID = fk("coupon.id", index=False)
+    campaign_id: uuid.UUID = fk("campaign.id", index=False)
+    org_id: uuid.UUID = org_fk()  # the merchant whose checkout holds it
+    api_key_id: uuid.UUID | None = fk("api_key.id", index=False, nullable=True)
+    currency: str = Field(max_length=3)
+    basket_amount: int = money_column()
+    discount: int = money_column()
+    order_ref: str = Field(max_length=128)
+    status: str = Field(default="held", max_length=16)
+    created_at: datetime = timestamp_field(now=True)
+    expires_at: datetime = timestamp_field()
+    finished_at: datetime | None = timestamp_field(nullable=True)  # confirmed, released, expired
+    redemption_id: uuid.UUID | None = fk("redemption.id", index=False, nullable=True)
+
+
+# --- fraud and abuse: flags for review -----------------------------------------------------------
+
+FLAG_STATUSES = ("open", "reviewed")
+
+
+class RedemptionFlag(SQLModel, table=True):
+    """A redemption flagged for review (never blocked): e.g. the same customer redeeming at
+    several partners within a few minutes. Written in the redemption's own transaction."""
+
+    __tablename__ = "redemption_flag"
+    __table_args__ = (
+        CheckConstraint(_in("status", FLAG_STATUSES), name="status"),
+        Index("ix_redemption_flag_open", "status", "created_at"),
+    )
+
+    id: uuid.UUID = id_field()
+    redemption_id: uuid.UUID = fk("redemption.id")
+    rule: str = Field(max_length=32)  # "velocity"
+    customer_id: uuid.UUID | None = fk("customer.id", index=False, nullable=True)
+    # The redeeming organizations involved (this redemption's first), for tenancy.
+    org_ids: list[uuid.UUID] = Field(
+        default_factory=list, sa_column=Column(ARRAY(Uuid), nullable=False)
+    )
+    # The customer's redemptions in the window that tripped the rule (this one included).
+    redemption_ids: list[uuid.UUID] = Field(
+        default_factory=list, sa_column=Column(ARRAY(Uuid), nullable=False)
+    )
+    detail: dict[str, Any] = jsonb()  # e.g. {"window_minutes": 30, "partners": 3}
+    status: str = Field(default="open", max_length=16)
+    created_at: datetime = timestamp_field(now=True)
+    reviewed_at: datetime | None = timestamp_field(nullable=True)
+    reviewed_by: uuid.UUID | None = fk("app_user.id", index=False, nullable=True)
+    review_note: str | None = Field(default=None, max_length=1000)

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Column, Integer, PrimaryKeyConstraint, Text
+from sqlalchemy import Column, Integer, PrimaryKeyConstraint, Text, update
 from sqlalchemy.dialects.postgresql import JSONB, insert
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import Field, SQLModel, col, select
@@ -102,15 +102,12 @@ async def finish(
     session: AsyncSession, *, scope: str, key: str, status_code: int, response: dict[str, Any]
 ) -> None:
     """Store the response of the first request (in the transaction of its effect)."""
-    record = (
-        await session.execute(
-            select(IdempotencyRecord).where(
-                col(IdempotencyRecord.scope) == scope, col(IdempotencyRecord.key) == key
-            )
-        )
-    ).scalar_one()
-    record.status_code = status_code
-    record.response = response
+    await session.execute(
+        update(IdempotencyRecord)
+        .where(col(IdempotencyRecord.scope) == scope, col(IdempotencyRecord.key) == key)
+        .values(status_code=status_code, response=response)
+        .execution_options(synchronize_session=False)
+    )
 
 
 def new_scope(kind: str, subject: uuid.UUID) -> str:

@@ -74,6 +74,17 @@ class Settings(BaseSettings):
 
     max_request_body_bytes: int = 1_048_576
 
+    # POS calls per terminal: a token bucket per terminal in each API process (no Redis).
+    pos_rate_limit_per_minute: int = Field(default=120, ge=1)
+    pos_rate_limit_burst: int = Field(default=30, ge=1)
+    # Online checkout holds: the default and longest time a reserved coupon is held.
+    online_hold_ttl_seconds: int = Field(default=900, ge=10)
+    online_hold_max_ttl_seconds: int = Field(default=3600, ge=10)
+    # Velocity rule: a customer redeeming at this many different partners within the window
+    # is flagged for review (never blocked).
+    velocity_window_minutes: int = Field(default=30, ge=1)
+    velocity_partners: int = Field(default=3, ge=2)
+
     # A pool that does not churn: SQLAlchemy closes an overflow connection as soon as it is
     # returned, and a new asyncpg connection costs a connect, type introspection and codec
     # setup (milliseconds of CPU each) - under load, on nearly every request.

@@ -1,5 +1,21 @@
 """The campaigns domain's HTTP API, one module per area."""
 
-from coalition.campaigns.controllers import campaigns, coupons, customers, issuance, pos
+from coalition.campaigns.controllers import (
+    campaigns,
+    coupons,
+    customers,
+    flags,
+    issuance,
+    online,
+    pos,
+)
 
-ROUTES = [*campaigns.ROUTES, *customers.ROUTES, *coupons.ROUTES, *issuance.ROUTES, *pos.ROUTES]
+ROUTES = [
+    *campaigns.ROUTES,
+    *customers.ROUTES,
+    *coupons.ROUTES,
+    *issuance.ROUTES,
+    *pos.ROUTES,
+    *online.ROUTES,
+    *flags.ROUTES,
+]

@@ -420,7 +420,7 @@ async def pos_quote(
 
 @post("/pos/redeem")
 async def pos_redeem(
-    request: Request[Any, Any, Any], visitor: Visitor, session: AsyncSession
+    request: Request[Any, Any, Any], visitor: Visitor, session: AsyncSession, settings: Settings
 ) -> Response[Any]:
     till = await _till(visitor, session)
     if till is None:
@@ -436,7 +436,13 @@ async def pos_redeem(
             order_ref=str(form.get("order_ref", "")).strip() or key[-12:],
         )
         # The form's key makes a double click or a resubmitted form redeem only once.
-        result = await redemptions.redeem(session, till, data, idempotency_key=key)
+        result = await redemptions.redeem(
+            session,
+            till,
+            data,
+            idempotency_key=key,
+            rule=redemptions.VelocityRule.of(settings),
+        )
     except DomainError as error:
         await session.rollback()
         return await _pos_page(

@@ -7,6 +7,8 @@ import uuid
 from typing import Annotated, Any
 
 from litestar import Controller, Response, get, post
+from litestar.connection import ASGIConnection
+from litestar.handlers.base import BaseRouteHandler
 from litestar.params import Parameter
 from litestar.status_codes import HTTP_200_OK
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -21,9 +23,27 @@ from coalition.campaigns.schemas.redemptions import (
 from coalition.campaigns.services import redemptions
 from coalition.platform import idempotency
 from coalition.platform.api import Limit, Offset, Page
-from coalition.platform.auth import Principal, role_guard
+from coalition.platform.auth import Principal, principal_of, role_guard
+from coalition.platform.ratelimit import LocalRateLimiter
+from coalition.platform.settings import Settings
 
 terminals_only = role_guard(kinds=("terminal",))
+
+
+def pos_rate_limit(connection: ASGIConnection[Any, Any, Any, Any], _: BaseRouteHandler) -> None:
+    """Every POS call spends a token of its terminal's bucket (in this process: no Redis on the
+    redemption path); none left is `429 rate_limited` with `Retry-After`."""
+    state = connection.app.state
+    limiter: LocalRateLimiter | None = state.get("pos_rate_limiter")
+    if limiter is None:
+        settings: Settings = state.settings
+        limiter = LocalRateLimiter(
+            per_minute=settings.pos_rate_limit_per_minute, burst=settings.pos_rate_limit_burst
+        )
+        state.pos_rate_limiter = limiter
+    limiter.hit(str(principal_of(connection).subject_id))
+
+
 IdempotencyKey = Annotated[str | None, Parameter(header="Idempotency-Key", required=False)]
 
 
@@ -35,7 +55,7 @@ def _answer(result: redemptions.PosResult) -> Response[dict[str, Any]]:
 class PosRedemptionController(Controller):
     path = "/api/v1/pos"
     tags = ["pos"]
-    guards = [terminals_only]
+    guards = [terminals_only, pos_rate_limit]
 
     @post("/quotes", status_code=HTTP_200_OK)
     async def quote(
@@ -57,13 +77,18 @@ class PosRedemptionController(Controller):
         data: RedeemRequest,
         session: AsyncSession,
         principal: Principal,
+        settings: Settings,
         idempotency_key: IdempotencyKey = None,
     ) -> Response[dict[str, Any]]:
         """Redeem a coupon exactly once (`Idempotency-Key` required): 201 with the discount,
         what is left to pay and each funder's part. A replay of the key returns the first
         answer with `Idempotent-Replayed: true`."""
         result = await redemptions.redeem(
-            session, principal, data, idempotency_key=idempotency.check_key(idempotency_key)
+            session,
+            principal,
+            data,
+            idempotency_key=idempotency.check_key(idempotency_key),
+            rule=redemptions.VelocityRule.of(settings),
         )
         return _answer(result)
 

@@ -56,7 +56,7 @@ class QuoteRead(Response):
     basket_amount: int
     discount: int
     payable: int
-    store_id: uuid.UUID
+    store_id: uuid.UUID | None  # None: online checkout
     quoted_at: datetime
 
 
@@ -71,7 +71,7 @@ class RedemptionRead(Response):
     coupon_code: str
     campaign_id: uuid.UUID
     org_id: uuid.UUID
-    store_id: uuid.UUID
+    store_id: uuid.UUID | None  # None: online
     terminal_id: uuid.UUID | None
     channel: str
     order_ref: str | None
@@ -98,3 +98,60 @@ class ReversalRead(Response):
     created_at: datetime
     coupon_status: str
     redemption: RedemptionRead
+
+
+# --- online checkout ----------------------------------------------------------------------------
+
+HoldSeconds = Annotated[
+    int, msgspec.Meta(ge=10, le=86_400, description="How long to hold the coupon (seconds)")
+]
+
+
+class ReserveRequest(Request):
+    """Hold a coupon for an online checkout: the discount for this basket, kept until it is
+    confirmed, released, or the hold expires."""
+
+    code: CodeText
+    basket_amount: BasketAmount
+    currency: Currency
+    order_ref: OrderRef
+    hold_seconds: HoldSeconds | None = None
+
+
+class HoldRead(Response):
+    id: uuid.UUID
+    status: str  # held | confirmed | released | expired
+    coupon_code: str
+    campaign_id: uuid.UUID
+    org_id: uuid.UUID
+    currency: str
+    basket_amount: int
+    discount: int
+    payable: int
+    order_ref: str
+    created_at: datetime
+    expires_at: datetime
+    finished_at: datetime | None
+    redemption_id: uuid.UUID | None
+
+
+# --- flags for review -----------------------------------------------------------------------------
+
+
+class FlagRead(Response):
+    id: uuid.UUID
+    rule: str
+    status: str  # open | reviewed
+    redemption_id: uuid.UUID
+    customer_id: uuid.UUID | None
+    org_ids: list[uuid.UUID]
+    redemption_ids: list[uuid.UUID]  # a merchant sees only its own organization's
+    detail: dict[str, int | str]
+    created_at: datetime
+    reviewed_at: datetime | None
+    reviewed_by: uuid.UUID | None
+    review_note: str | None
+
+
+class FlagReview(Request):
+    note: Annotated[str, msgspec.Meta(max_length=1000)] | None = None

@@ -15,7 +15,14 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col, select
 
 from coalition.campaigns import codes, domain, qr
-from coalition.campaigns.models import SLOTS, Campaign, CampaignParticipant, Coupon
+from coalition.campaigns.models import (
+    SLOTS,
+    Campaign,
+    CampaignParticipant,
+    CampaignTarget,
+    Coupon,
+    Customer,
+)
 from coalition.campaigns.schemas.coupons import (
     CampaignStatsRead,
     CouponRead,
@@ -211,21 +218,20 @@ def _check_limits(row: Any, held: int, today: int) -> None:
 
 
 def _eligible(row: Any) -> bool:
-    audience = row["audience"]
-    if audience == "targeted":
-        return bool(row["targeted"])
-    if audience == "segment":
-        tier, low, high = row["tier"], row["audience_min_tier"], row["audience_max_tier"]
-        if low is not None and tier < low:
-            return False
-        if high is not None and tier > high:
-            return False
-        tags = row["audience_tags"]
-        if tags and not set(tags) & set(row["tags"]):
-            return False
-        if row["audience_on_network_only"] and not row["on_network"]:
-            return False
-    return True
+    audience = domain.Audience(
+        kind=row["audience"],
+        min_tier=row["audience_min_tier"],
+        max_tier=row["audience_max_tier"],
+        tags=row["audience_tags"] or (),
+        on_network_only=bool(row["audience_on_network_only"]),
+    )
+    return domain.admits(
+        audience,
+        tier=row["tier"],
+        tags=row["tags"] or (),
+        on_network=bool(row["on_network"]),
+        targeted=bool(row["targeted"]),
+    )
 
 
 async def claim_coupon(
@@ -587,7 +593,20 @@ async def open_offers(
             campaign.audience == "targeted"
             and (await session.get(CampaignTarget, (campaign.id, customer.id))) is not None
         )
-        if is_eligible(campaign, customer, targeted=targeted):
+        audience = domain.Audience(
+            kind=campaign.audience,
+            min_tier=campaign.audience_min_tier,
+            max_tier=campaign.audience_max_tier,
+            tags=campaign.audience_tags or (),
+            on_network_only=campaign.audience_on_network_only,
+        )
+        if domain.admits(
+            audience,
+            tier=customer.tier,
+            tags=customer.tags or (),
+            on_network=customer.on_network,
+            targeted=targeted,
+        ):
             offers.append(campaign)
     return offers
 

@@ -28,14 +28,21 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, cast
 
+import asyncpg
 import msgspec
-from sqlalchemy import func
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy import and_, func
 from sqlalchemy.ext.asyncio import AsyncSession
-from sqlmodel import col, select
+from sqlmodel import SQLModel, col, select
 
 from coalition.campaigns import codes, domain
-from coalition.campaigns.models import Campaign, Coupon, Redemption, RedemptionReversal
+from coalition.campaigns.models import (
+    SLOTS,
+    Campaign,
+    Coupon,
+    Redemption,
+    RedemptionFlag,
+    RedemptionReversal,
+)
 from coalition.campaigns.schemas.redemptions import (
     FundingPart,
     QuoteRead,
@@ -44,27 +51,26 @@ from coalition.campaigns.schemas.redemptions import (
     ReversalRead,
     ReverseRequest,
 )
-from coalition.campaigns.services import figures, slots
+from coalition.campaigns.services import figures, redemption_sql, slots
 from coalition.campaigns.services.coupons import (
     CampaignNotActive,
     CouponNotFound,
     Funding,
-    funding_of,
 )
-from coalition.merchants.models import Organization, Store
 from coalition.merchants.services import webhooks
 from coalition.platform import idempotency
 from coalition.platform.auth import Principal
 from coalition.platform.db import utcnow
 from coalition.platform.errors import Conflict, DomainError, NotFound, ValidationFailed
 from coalition.platform.jobs import commit
+from coalition.platform.settings import Settings
 from coalition.settlement.domain import (
     FeePayer,
     FundingShare,
     RedemptionFunding,
     discount_reversed_by_refund,
 )
-from coalition.settlement.services.ledger import post_redemption, post_reversal
+from coalition.settlement.services.ledger import post_new_redemption, post_reversal
 
 # --- refusals (stable codes) ------------------------------------------------------------------
 
@@ -75,6 +81,10 @@ class InvalidCouponCode(ValidationFailed):
 
 class CouponAlreadyRedeemed(Conflict):
     code, title = "coupon_already_redeemed", "This coupon has already been redeemed"
+
+
+class CouponHeld(Conflict):
+    code, title = "coupon_held", "This coupon is held by an online checkout"
 
 
 class CouponVoid(Conflict):
@@ -147,89 +157,130 @@ def parse_code(text: str) -> str:
         raise InvalidCouponCode(str(exc), field="code") from exc
 
 
-async def _coupon_by_code(session: AsyncSession, code: str, *, lock: bool) -> Coupon:
-    query = select(Coupon).where(col(Coupon.code) == code)
-    if lock:
-        query = query.with_for_update().execution_options(populate_existing=True)
-    coupon: Coupon | None = (await session.execute(query)).scalar_one_or_none()
-    if coupon is None:
-        raise CouponNotFound()
-    return coupon
+@dataclass(frozen=True, slots=True)
+class Where:
+    """Where and how a coupon is being used: a terminal's store, or an organization's online
+    checkout (no store)."""
+
+    org_id: uuid.UUID
+    channel: domain.Channel
+    store_id: uuid.UUID | None = None
+
+
+def where_of(principal: Principal) -> Where:
+    if principal.kind == "terminal":
+        return Where(principal.org_id, "pos", principal.store_id)
+    return Where(principal.org_id, "online")
 
 
 @dataclass(frozen=True, slots=True)
-class Evaluated:
+class Loaded:
+    """A coupon with everything deciding its redemption, read in one round trip."""
+
+    coupon: Coupon
     campaign: Campaign
     funding: Funding
-    quote: domain.Quote
+    store_ok: bool  # the store (if any) is active and the redeeming organization's
+    carrier_id: uuid.UUID
+    recent_partners: frozenset[uuid.UUID]  # where its holder redeemed within the velocity window
 
 
-async def _evaluate(
+async def load_coupon(
     session: AsyncSession,
-    principal: Principal,
-    coupon: Coupon,
+    where: Where,
+    *,
+    code: str | None = None,
+    coupon_id: uuid.UUID | None = None,
+    lock: bool,
+    velocity_since: datetime | None = None,
+) -> Loaded:
+    """The coupon (locked `FOR UPDATE` when redeeming), its campaign, its funders in split
+    order, whether the store may redeem, the carrier, and (with `velocity_since`) the partners
+    its holder redeemed at since then: one statement (`redemption_sql.LOAD`). The rows come
+    back detached: changes to them are written by explicit statements."""
+    connection = await redemption_sql.driver(session)
+    loaded = await redemption_sql.load(
+        connection,
+        code=code,
+        coupon_id=coupon_id,
+        lock=lock,
+        store_id=where.store_id,
+        org_id=where.org_id,
+        velocity_since=velocity_since,
+    )
+    if loaded is None:
+        raise CouponNotFound()
+    coupon, campaign, org_ids, shares_bp, store_ok, carrier_id, recent = loaded
+    return Loaded(
+        coupon=coupon,
+        campaign=campaign,
+        funding=Funding(org_ids=org_ids, shares_bp=shares_bp, caps=[]),
+        store_ok=store_ok,
+        carrier_id=carrier_id,
+        recent_partners=frozenset(recent),
+    )
+
+
+def evaluate(
+    loaded: Loaded,
+    where: Where,
     *,
     basket_amount: int,
     currency: str,
     now: datetime,
-) -> Evaluated:
-    """What this coupon gives in this terminal's store now, or the refusal (raised)."""
+    hold_allowed: bool = False,
+) -> domain.Quote:
+    """What this coupon gives here now, or the refusal (raised). `hold_allowed`: the caller
+    confirms the hold that holds the coupon."""
+    coupon, campaign = loaded.coupon, loaded.campaign
     if coupon.status == "redeemed":
         raise CouponAlreadyRedeemed()
     if coupon.status == "void":
         raise CouponVoid()
     if coupon.status == "expired":
         raise CouponExpired()
-    campaign = await session.get_one(Campaign, coupon.campaign_id)
+    if not hold_allowed and coupon.held_until is not None and coupon.held_until > now:
+        raise CouponHeld(f"This coupon is held by an online checkout until {coupon.held_until}")
     if campaign.status != "active" or not campaign.starts_at <= now < campaign.ends_at:
         raise CampaignNotActive()
-    funding = await funding_of(session, campaign.id)
-    assert principal.store_id is not None
-    if principal.org_id not in funding.org_ids:
+    if where.org_id not in loaded.funding.org_ids:
         raise NotRedeemableHere()
-    # The participants' active stores, asked only about this store (a chain may have many).
-    here = await session.execute(
-        select(col(Store.id)).where(
-            col(Store.id) == principal.store_id,
-            col(Store.status) == "active",
-            col(Store.org_id).in_(funding.org_ids),
-        )
-    )
-    participant_stores = frozenset(here.scalars())
+    # The offer names its stores, or any active store of a participant (this one, if so).
+    participant_stores: frozenset[uuid.UUID] | None = None
+    if where.store_id is not None:
+        participant_stores = frozenset({where.store_id}) if loaded.store_ok else frozenset()
     result = domain.quote(
         domain.offer_from_json(campaign.offer),
-        domain.Basket(basket_amount, currency, "pos"),
+        domain.Basket(basket_amount, currency, where.channel),
         now,
-        principal.store_id,
+        where.store_id,
         validity=domain.Validity(coupon.valid_from, coupon.valid_until),
         timezone=campaign.timezone,
         participant_store_ids=participant_stores,
     )
     if isinstance(result, domain.Refusal):
         raise REFUSALS[result]()
-    return Evaluated(campaign=campaign, funding=funding, quote=result)
+    return result
 
 
 async def quote_coupon(
     session: AsyncSession, principal: Principal, *, code: str, basket_amount: int, currency: str
 ) -> QuoteRead:
-    """The discount and what is left to pay, for this store now. No side effects."""
+    """The discount and what is left to pay, here now. No side effects."""
     stored = parse_code(code)
     now = utcnow()
-    coupon = await _coupon_by_code(session, stored, lock=False)
-    evaluated = await _evaluate(
-        session, principal, coupon, basket_amount=basket_amount, currency=currency, now=now
-    )
-    assert principal.store_id is not None
+    where = where_of(principal)
+    loaded = await load_coupon(session, where, code=stored, lock=False)
+    quote = evaluate(loaded, where, basket_amount=basket_amount, currency=currency, now=now)
     return QuoteRead(
-        coupon_code=coupon.code,
-        campaign_id=evaluated.campaign.id,
-        campaign_name=evaluated.campaign.name,
+        coupon_code=loaded.coupon.code,
+        campaign_id=loaded.campaign.id,
+        campaign_name=loaded.campaign.name,
         currency=currency,
         basket_amount=basket_amount,
-        discount=evaluated.quote.discount,
-        payable=evaluated.quote.payable,
-        store_id=principal.store_id,
+        discount=quote.discount,
+        payable=quote.payable,
+        store_id=where.store_id,
         quoted_at=now,
     )
 
@@ -267,14 +318,6 @@ def funding_from_json(data: dict[str, Any]) -> RedemptionFunding:
         fee_fixed=int(data["fee_fixed"]),
         fee_payer=cast(FeePayer, data["fee_payer"]),
     )
-
-
-async def _carrier_id(session: AsyncSession) -> uuid.UUID:
-    row = await session.execute(
-        select(col(Organization.id)).where(col(Organization.kind) == "carrier")
-    )
-    carrier_id: uuid.UUID = row.scalar_one()
-    return carrier_id
 
 
 def redemption_read(redemption: Redemption, coupon_code: str) -> RedemptionRead:
@@ -321,17 +364,165 @@ class PosResult:
     replayed: bool
 
 
-def _terminal_scope(principal: Principal) -> str:
-    assert principal.subject_id is not None
-    return idempotency.new_scope("terminal", principal.subject_id)
+def caller_scope(principal: Principal) -> str:
+    """Whose Idempotency-Keys these are: a terminal's own, or an organization's online ones
+    (shared by its API keys, so a rotated key replays what the old one did)."""
+    if principal.kind == "terminal":
+        assert principal.subject_id is not None
+        return idempotency.new_scope("terminal", principal.subject_id)
+    return idempotency.new_scope("online", principal.org_id)
+
+
+@dataclass(frozen=True, slots=True)
+class VelocityRule:
+    """A customer redeeming at `partners` different partners within `window` is flagged."""
+
+    window: timedelta
+    partners: int
+
+    @classmethod
+    def of(cls, settings: Settings) -> VelocityRule:
+        return cls(timedelta(minutes=settings.velocity_window_minutes), settings.velocity_partners)
+
+
+def trips_velocity(
+    rule: VelocityRule, recent_partners: frozenset[uuid.UUID], org_id: uuid.UUID
+) -> bool:
+    return len(recent_partners | {org_id}) >= rule.partners
+
+
+async def record_redemption(
+    session: AsyncSession,
+    loaded: Loaded,
+    quote: domain.Quote,
+    where: Where,
+    *,
+    basket_amount: int,
+    order_ref: str | None,
+    now: datetime,
+    rule: VelocityRule,
+    terminal_id: uuid.UUID | None = None,
+    api_key_id: uuid.UUID | None = None,
+) -> Redemption:
+    """Write a redemption of the locked coupon in the caller's transaction: the redemption
+    with its funding frozen, the coupon redeemed, the ledger entry, the figures, a velocity
+    flag if the rule trips, and the `coupon.redeemed` webhook. The same for every channel."""
+    coupon, campaign = loaded.coupon, loaded.campaign
+    funding = RedemptionFunding(
+        discount=quote.discount,
+        currency=campaign.currency,
+        redeeming_org_id=where.org_id,
+        owner_org_id=campaign.owner_org_id,
+        carrier_org_id=loaded.carrier_id,
+        funders=tuple(
+            FundingShare(org_id, share)
+            for org_id, share in zip(loaded.funding.org_ids, loaded.funding.shares_bp, strict=True)
+        ),
+        fee_bp=campaign.fee_bp,
+        fee_fixed=campaign.fee_fixed,
+        fee_payer=cast(FeePayer, campaign.fee_payer),
+    )
+    redemption = Redemption(
+        campaign_id=campaign.id,
+        coupon_id=coupon.id,
+        org_id=where.org_id,
+        store_id=where.store_id,
+        terminal_id=terminal_id,
+        api_key_id=api_key_id,
+        customer_id=coupon.customer_id,
+        channel=where.channel,
+        currency=campaign.currency,
+        basket_amount=basket_amount,
+        discount=quote.discount,
+        order_ref=order_ref,
+        funding=funding_to_json(funding),
+        redeemed_at=now,
+    )
+    # Plain SQL on the transaction's connection (see `redemption_sql`): the hot path.
+    connection = await redemption_sql.driver(session)
+    try:
+        await redemption_sql.insert_redemption(connection, redemption)
+    except asyncpg.UniqueViolationError as exc:
+        # Only reachable if something redeemed this coupon without its lock: the unique
+        # standing-redemption index keeps it at one.
+        raise CouponAlreadyRedeemed() from exc
+    await redemption_sql.redeem_coupon(connection, coupon.id, now)
+    coupon.status, coupon.redeemed_at, coupon.held_until = "redeemed", now, None
+    await post_new_redemption(
+        connection,
+        redemption_id=redemption.id,
+        funding=funding,
+        occurred_at=now,
+        campaign_id=campaign.id,
+    )
+    await redemption_sql.bump_redeemed(
+        connection,
+        campaign.id,
+        figures.local_day(now, campaign.timezone),
+        (coupon.slot or 0) % SLOTS,
+        quote.discount,
+    )
+    if coupon.customer_id is not None and trips_velocity(
+        rule, loaded.recent_partners, where.org_id
+    ):
+        await _flag_velocity(session, redemption, rule, now)
+    await webhooks.emit_event(
+        session,
+        event_type="coupon.redeemed",
+        org_ids=loaded.funding.org_ids,
+        data=_event_data(redemption, coupon.code),
+    )
+    return redemption
+
+
+def _columns(row: SQLModel) -> dict[str, Any]:
+    return {column.key: getattr(row, column.key) for column in row.__table__.columns}  # type: ignore[attr-defined]
+
+
+async def _flag_velocity(
+    session: AsyncSession, redemption: Redemption, rule: VelocityRule, now: datetime
+) -> None:
+    """Flag the redemption for review: its holder redeemed at `rule.partners` or more
+    partners within the window (this one included)."""
+    rows = await session.execute(
+        select(col(Redemption.id), col(Redemption.org_id))
+        .where(
+            col(Redemption.customer_id) == redemption.customer_id,
+            col(Redemption.redeemed_at) >= now - rule.window,
+            col(Redemption.status) != "reversed",
+        )
+        .order_by(col(Redemption.redeemed_at), col(Redemption.id))
+    )
+    found = list(rows.tuples())
+    org_ids = [redemption.org_id, *dict.fromkeys(o for _, o in found if o != redemption.org_id)]
+    session.add(
+        RedemptionFlag(
+            redemption_id=redemption.id,
+            rule="velocity",
+            customer_id=redemption.customer_id,
+            org_ids=org_ids,
+            redemption_ids=[r for r, _ in found],
+            detail={
+                "window_minutes": int(rule.window.total_seconds() // 60),
+                "partners": len(org_ids),
+                "threshold": rule.partners,
+            },
+            created_at=now,
+        )
+    )
 
 
 async def redeem(
-    session: AsyncSession, principal: Principal, data: RedeemRequest, *, idempotency_key: str
+    session: AsyncSession,
+    principal: Principal,
+    data: RedeemRequest,
+    *,
+    idempotency_key: str,
+    rule: VelocityRule,
 ) -> PosResult:
     """Redeem a coupon at this terminal, exactly once per coupon and per Idempotency-Key."""
     stored = parse_code(data.code)
-    scope = _terminal_scope(principal)
+    scope = caller_scope(principal)
     fingerprint = idempotency.request_fingerprint(
         "POST", "/pos/redemptions", msgspec.to_builtins(data)
     )
@@ -343,79 +534,27 @@ async def redeem(
         return PosResult(replay.status_code, replay.response, replayed=True)
 
     now = utcnow()
-    coupon = await _coupon_by_code(session, stored, lock=True)
-    evaluated = await _evaluate(
+    where = where_of(principal)
+    loaded = await load_coupon(
+        session, where, code=stored, lock=True, velocity_since=now - rule.window
+    )
+    quote = evaluate(
+        loaded, where, basket_amount=data.basket_amount, currency=data.currency, now=now
+    )
+    redemption = await record_redemption(
         session,
-        principal,
-        coupon,
+        loaded,
+        quote,
+        where,
         basket_amount=data.basket_amount,
-        currency=data.currency,
-        now=now,
-    )
-    campaign, quote = evaluated.campaign, evaluated.quote
-    assert principal.store_id is not None
-    funding = RedemptionFunding(
-        discount=quote.discount,
-        currency=campaign.currency,
-        redeeming_org_id=principal.org_id,
-        owner_org_id=campaign.owner_org_id,
-        carrier_org_id=await _carrier_id(session),
-        funders=tuple(
-            FundingShare(org_id, share)
-            for org_id, share in zip(
-                evaluated.funding.org_ids, evaluated.funding.shares_bp, strict=True
-            )
-        ),
-        fee_bp=campaign.fee_bp,
-        fee_fixed=campaign.fee_fixed,
-        fee_payer=cast(FeePayer, campaign.fee_payer),
-    )
-    redemption = Redemption(
-        campaign_id=campaign.id,
-        coupon_id=coupon.id,
-        org_id=principal.org_id,
-        store_id=principal.store_id,
-        terminal_id=principal.subject_id,
-        channel="pos",
-        currency=campaign.currency,
-        basket_amount=data.basket_amount,
-        discount=quote.discount,
         order_ref=data.order_ref,
-        funding=funding_to_json(funding),
-        redeemed_at=now,
+        now=now,
+        rule=rule,
+        terminal_id=principal.subject_id,
     )
-    session.add(redemption)
-    try:
-        await session.flush()
-    except IntegrityError as exc:
-        # Only reachable if something redeemed this coupon without its lock: the unique
-        # standing-redemption index keeps it at one.
-        raise CouponAlreadyRedeemed() from exc
-    coupon.status, coupon.redeemed_at = "redeemed", now
-    await post_redemption(
-        session,
-        redemption_id=redemption.id,
-        funding=funding,
-        occurred_at=now,
-        campaign_id=campaign.id,
-    )
-    await figures.bump(
-        session,
-        campaign.id,
-        figures.local_day(now, campaign.timezone),
-        coupon.slot or 0,
-        redeemed=1,
-        discount=quote.discount,
-    )
-    await webhooks.emit_event(
-        session,
-        event_type="coupon.redeemed",
-        org_ids=evaluated.funding.org_ids,
-        data=_event_data(redemption, coupon.code),
-    )
-    body: dict[str, Any] = msgspec.to_builtins(redemption_read(redemption, coupon.code))
-    await idempotency.finish(
-        session, scope=scope, key=idempotency_key, status_code=201, response=body
+    body: dict[str, Any] = msgspec.to_builtins(redemption_read(redemption, loaded.coupon.code))
+    await redemption_sql.store_response(
+        await redemption_sql.driver(session), scope, idempotency_key, 201, body
     )
     await commit(session)
     return PosResult(201, body, replayed=False)
@@ -435,7 +574,7 @@ async def reverse(
     """Reverse a redemption in full or in part (a refund of part of the basket reverses the
     discount pro rata). Cumulative refunds never exceed the basket; a full reversal gives the
     coupon back (or lets it expire, releasing its reservation, when its validity is over)."""
-    scope = _terminal_scope(principal)
+    scope = caller_scope(principal)
     fingerprint = idempotency.request_fingerprint(
         "POST", f"/pos/redemptions/{redemption_id}/reversals", msgspec.to_builtins(data)
     )
@@ -480,7 +619,7 @@ async def reverse(
     reversal = RedemptionReversal(
         redemption_id=redemption.id,
         org_id=principal.org_id,
-        terminal_id=principal.subject_id,
+        terminal_id=principal.subject_id if principal.kind == "terminal" else None,
         refund_amount=refund,
         discount_reversed=reversing_now,
         full=full,
@@ -605,8 +744,13 @@ async def get_redemption(
 async def list_redemptions(
     session: AsyncSession, principal: Principal, *, limit: int, offset: int
 ) -> tuple[list[RedemptionRead], int]:
-    """This terminal's redemptions, newest first."""
-    where = col(Redemption.terminal_id) == principal.subject_id
+    """This terminal's redemptions (an API key: its organization's online ones), newest
+    first."""
+    where = (
+        col(Redemption.terminal_id) == principal.subject_id
+        if principal.kind == "terminal"
+        else and_(col(Redemption.org_id) == principal.org_id, col(Redemption.channel) == "online")
+    )
     total = (
         await session.execute(select(func.count()).select_from(Redemption).where(where))
     ).scalar_one()

@@ -27,7 +27,7 @@ import uuid
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from datetime import datetime
-from typing import cast
+from typing import Any, cast
 
 from sqlalchemy import ColumnElement, case, func, text
 from sqlalchemy import select as sa_select
@@ -124,10 +124,15 @@ async def _ensure_accounts(
 ) -> dict[tuple[uuid.UUID, str], uuid.UUID]:
     """The ids of the (org, purpose) accounts in `currency`, creating missing ones. Inserted in
     one fixed order so that concurrent entries never wait on each other's new accounts in a
-    cycle."""
+    cycle.
+
+    One statement: the insert's RETURNING gives the accounts it created, the select beside it
+    those that existed. An account created and committed by a concurrent transaction meanwhile
+    is in neither (the insert skipped it, the select's snapshot predates it): looked up again.
+    """
     ordered = sorted(keys)
     now = utcnow()
-    await session.execute(
+    created = (
         insert(LedgerAccount)
         .values(
             [
@@ -142,15 +147,23 @@ async def _ensure_accounts(
             ]
         )
         .on_conflict_do_nothing(index_elements=["org_id", "purpose", "currency"])
+        .returning(col(LedgerAccount.id), col(LedgerAccount.org_id), col(LedgerAccount.purpose))
+        .cte("created")
+    )
+    existing = sa_select(
+        col(LedgerAccount.id), col(LedgerAccount.org_id), col(LedgerAccount.purpose)
+    ).where(
+        col(LedgerAccount.org_id).in_({org_id for org_id, _ in ordered}),
+        col(LedgerAccount.purpose).in_({purpose for _, purpose in ordered}),
+        col(LedgerAccount.currency) == currency,
     )
     rows = await session.execute(
-        select(col(LedgerAccount.id), col(LedgerAccount.org_id), col(LedgerAccount.purpose)).where(
-            col(LedgerAccount.org_id).in_({org_id for org_id, _ in ordered}),
-            col(LedgerAccount.purpose).in_({purpose for _, purpose in ordered}),
-            col(LedgerAccount.currency) == currency,
-        )
+        sa_select(created.c.id, created.c.org_id, created.c.purpose).union_all(existing)
     )
     found = {(org_id, purpose): account_id for account_id, org_id, purpose in rows.tuples()}
+    if any(key not in found for key in ordered):
+        rows = await session.execute(existing)
+        found = {(org_id, purpose): account_id for account_id, org_id, purpose in rows.tuples()}
     return {key: found[key] for key in ordered}
 
 
@@ -211,18 +224,19 @@ async def post_entry(
         occurred_at=occurred_at,
         redemption_id=redemption_id,
     )
+    values: dict[str, Any] = {
+        "id": new_id(),
+        "idempotency_key": idempotency_key,
+        "kind": kind,
+        "occurred_at": occurred_at,
+        "campaign_id": campaign_id,
+        "redemption_id": redemption_id,
+        "memo": memo,
+        "created_at": utcnow(),
+    }
     inserted = await session.execute(
         insert(JournalEntry)
-        .values(
-            id=new_id(),
-            idempotency_key=idempotency_key,
-            kind=kind,
-            occurred_at=occurred_at,
-            campaign_id=campaign_id,
-            redemption_id=redemption_id,
-            memo=memo,
-            created_at=utcnow(),
-        )
+        .values(**values)
         .on_conflict_do_nothing(index_elements=["idempotency_key"])
         .returning(col(JournalEntry.id))
     )
@@ -261,9 +275,7 @@ async def post_entry(
             for line in lines
         ],
     )
-    entry = await session.get(JournalEntry, entry_id)
-    assert entry is not None
-    return entry
+    return JournalEntry(**values)  # as written (not read back: one round trip less)
 
 
 def redemption_key(redemption_id: uuid.UUID) -> str:
@@ -283,6 +295,7 @@ async def post_redemption(
     campaign_id: uuid.UUID | None = None,
     idempotency_key: str | None = None,
     memo: str | None = None,
+    new_redemption: bool = False,
 ) -> JournalEntry | None:
     """Write a redemption's entry in the caller's transaction (no commit): what each funder
     other than the redeeming merchant owes it, and the platform fee the payer owes the carrier
@@ -294,15 +307,18 @@ async def post_redemption(
     """
     key = idempotency_key or redemption_key(redemption_id)
     lines = redemption_lines(funding)
-    other = await session.execute(
-        select(col(JournalEntry.id)).where(
-            col(JournalEntry.redemption_id) == redemption_id,
-            col(JournalEntry.kind) == "redemption",
-            col(JournalEntry.idempotency_key) != key,
+    # `new_redemption`: the redemption row was inserted in this very transaction, so no other
+    # entry of it can exist and the look for one is skipped (the unique key still guards).
+    if not new_redemption:
+        other = await session.execute(
+            select(col(JournalEntry.id)).where(
+                col(JournalEntry.redemption_id) == redemption_id,
+                col(JournalEntry.kind) == "redemption",
+                col(JournalEntry.idempotency_key) != key,
+            )
         )
-    )
-    if other.first() is not None:
-        raise LedgerConflict("This redemption already has a ledger entry under another key")
+        if other.first() is not None:
+            raise LedgerConflict("This redemption already has a ledger entry under another key")
     if not lines:
         if await _entry_by_key(session, key) is not None:
             raise LedgerConflict(f"The ledger entry {key!r} exists with different content")
@@ -594,3 +610,90 @@ async def redemption_entries(
     if not entries:
         raise NotFound("No ledger entries for this redemption")
     return await entries_read(session, entries)
+
+
+# --- the redemption hot path (plain SQL on the session's driver connection) -------------------
+
+_NEW_ENTRY = (
+    "INSERT INTO journal_entry (id, idempotency_key, kind, occurred_at, campaign_id, "
+    "redemption_id, memo, created_at) VALUES ($1, $2, 'redemption', $3, $4, $5, NULL, $6)"
+)
+_EXISTING_ACCOUNTS = """
+SELECT a.id, a.org_id, a.purpose FROM ledger_account a
+JOIN unnest($1::uuid[], $2::text[]) AS w(org_id, purpose)
+  ON w.org_id = a.org_id AND w.purpose = a.purpose
+WHERE a.currency = $3
+"""
+_ENSURE_ACCOUNTS = """
+WITH created AS (
+  INSERT INTO ledger_account (id, org_id, purpose, currency, created_at)
+  SELECT gen_random_uuid(), w.org_id, w.purpose, $3, $4
+  FROM unnest($1::uuid[], $2::text[]) AS w(org_id, purpose)
+  ORDER BY w.org_id, w.purpose
+  ON CONFLICT (org_id, purpose, currency) DO NOTHING
+  RETURNING id, org_id, purpose
+)
+SELECT id, org_id, purpose FROM created
+UNION ALL
+SELECT a.id, a.org_id, a.purpose FROM ledger_account a
+JOIN unnest($1::uuid[], $2::text[]) AS w(org_id, purpose)
+  ON w.org_id = a.org_id AND w.purpose = a.purpose
+WHERE a.currency = $3
+"""
+_NEW_POSTING = (
+    "INSERT INTO ledger_posting (id, entry_id, account_id, org_id, amount, currency) "
+    "VALUES ($1, $2, $3, $4, $5, $6)"
+)
+
+
+async def post_new_redemption(
+    connection: Any,
+    *,
+    redemption_id: uuid.UUID,
+    funding: RedemptionFunding,
+    occurred_at: datetime,
+    campaign_id: uuid.UUID | None,
+) -> uuid.UUID | None:
+    """`post_redemption` for a redemption inserted in this very transaction, in three
+    statements on the asyncpg `connection` of the caller's transaction: the entry, its
+    accounts (created if missing, one statement), its postings. Same rows, same checks (in
+    code here, and the deferred balance trigger at commit). Returns the entry id, or None
+    when the redemption moves nothing between organizations."""
+    key = redemption_key(redemption_id)
+    lines = redemption_lines(funding)
+    if not lines:
+        return None
+    _check_entry(
+        idempotency_key=key,
+        kind="redemption",
+        currency=funding.currency,
+        lines=lines,
+        occurred_at=occurred_at,
+        redemption_id=redemption_id,
+    )
+    entry_id = new_id()
+    await connection.execute(
+        _NEW_ENTRY, entry_id, key, occurred_at, campaign_id, redemption_id, utcnow()
+    )
+    wanted = sorted({(line.org_id, line.purpose) for line in lines})
+    orgs, purposes = [o for o, _ in wanted], [p for _, p in wanted]
+    rows = await connection.fetch(_ENSURE_ACCOUNTS, orgs, purposes, funding.currency, utcnow())
+    accounts = {(r["org_id"], r["purpose"]): r["id"] for r in rows}
+    if len(accounts) < len(wanted):  # created meanwhile by a concurrent, now committed entry
+        rows = await connection.fetch(_EXISTING_ACCOUNTS, orgs, purposes, funding.currency)
+        accounts = {(r["org_id"], r["purpose"]): r["id"] for r in rows}
+    await connection.executemany(
+        _NEW_POSTING,
+        [
+            (
+                new_id(),
+                entry_id,
+                accounts[(line.org_id, line.purpose)],
+                line.org_id,
+                line.amount,
+                funding.currency,
+            )
+            for line in lines
+        ],
+    )
+    return entry_id

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 from litestar import Litestar
 from litestar.testing import AsyncTestClient
-from sqlalchemy import func
+from sqlalchemy import func, update
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import SQLModel, col, select
 
@@ -25,7 +25,7 @@ from coalition.campaigns.models import (
     Redemption,
     RedemptionReversal,
 )
-from coalition.merchants.models import Organization, Terminal
+from coalition.merchants.models import Organization, Store, Terminal
 from coalition.merchants.services import stores, terminals
 from coalition.platform.db import SessionMaker, utcnow
 from coalition.platform.idempotency import IdempotencyRecord
@@ -529,3 +529,107 @@ async def test_the_reversal_window_closes(
     await session.commit()
     response = await reverse(client, till, redeemed["id"])
     assert response.status_code == 409 and response.json()["code"] == "reversal_window_closed"
+
+
+# --- the per-terminal rate limit ----------------------------------------------------------------
+
+
+async def test_a_terminal_past_its_rate_limit_gets_429_others_do_not(
+    world: World, session: AsyncSession, settings: Settings, sessionmaker: SessionMaker
+) -> None:
+    from litestar.testing import AsyncTestClient
+
+    from coalition.platform.app import create_app
+
+    limited = settings.model_copy(
+        update={"pos_rate_limit_per_minute": 6, "pos_rate_limit_burst": 3}
+    )
+    async with AsyncTestClient(app=create_app(limited), base_url="http://t.local") as client:
+        campaign = await running_campaign(session, world)
+        [(_, till), (_, other_till)] = await add_terminals(session, world.cafe, 2)
+        code = await claim(client, settings, session, campaign)
+        for _ in range(3):
+            assert (await quote(client, till, code)).status_code == 200
+        refused = await redeem(client, till, code)
+        assert refused.status_code == 429, refused.text
+        assert refused.headers["content-type"].startswith("application/problem+json")
+        assert refused.json()["code"] == "rate_limited"
+        assert 1 <= int(refused.headers["retry-after"]) <= 10
+        assert await count(sessionmaker, Redemption) == 0
+        assert (await redeem(client, other_till, code)).status_code == 201
+
+
+# --- refusals write nothing ---------------------------------------------------------------------
+
+
+WRITTEN = (Redemption, JournalEntry, LedgerPosting, IdempotencyRecord, CampaignDailyStat)
+
+
+@pytest.mark.parametrize(
+    ("case", "status", "problem"),
+    [
+        ("wrong_store", 409, "not_redeemable_here"),
+        ("archived_store", 403, "organization_inactive"),
+        ("paused_campaign", 409, "campaign_not_active"),
+        ("expired_coupon", 409, "coupon_expired"),
+        ("wrong_currency", 409, "currency_mismatch"),
+        ("malformed_code", 422, "invalid_code"),
+        ("check_symbol_typo", 422, "invalid_code"),
+        ("unknown_code", 404, "coupon_not_found"),
+        ("qr_url_of_another_site", 422, "invalid_code"),
+    ],
+)
+async def test_each_refused_redemption_has_its_code_and_writes_nothing(
+    client: Client,
+    world: World,
+    session: AsyncSession,
+    settings: Settings,
+    sessionmaker: SessionMaker,
+    case: str,
+    status: int,
+    problem: str,
+) -> None:
+    campaign = await running_campaign(session, world)
+    [(terminal, till)] = await add_terminals(session, world.cafe)
+    [(_, bank_till)] = await add_terminals(session, world.bank)
+    code = await claim(client, settings, session, campaign)
+    headers, body, sent = till, {}, code
+    if case == "wrong_store":
+        headers = bank_till
+    elif case == "archived_store":
+        store = await session.get_one(Store, terminal.store_id)
+        store.status = "archived"
+        await session.commit()
+    elif case == "paused_campaign":
+        await session.execute(
+            update(Campaign).where(col(Campaign.id) == campaign.id).values(status="paused")
+        )
+        await session.commit()
+    elif case == "expired_coupon":
+        await session.execute(
+            update(Coupon)
+            .where(col(Coupon.code) == code)
+            .values(
+                valid_from=utcnow() - timedelta(days=9), valid_until=utcnow() - timedelta(days=1)
+            )
+        )
+        await session.commit()
+    elif case == "wrong_currency":
+        body = {"currency": "USD"}
+    elif case == "malformed_code":
+        sent = "DROP TABLE coupon; --"
+    elif case == "check_symbol_typo":
+        sent = code[:-1] + ("0" if code[-1] != "0" else "1")
+    elif case == "unknown_code":
+        sent = codes.new_code()
+    elif case == "qr_url_of_another_site":
+        sent = f"https://evil.example/c/{code}x"
+    before = [await count(sessionmaker, model) for model in WRITTEN]
+    response = await redeem(client, headers, sent, **body)
+    assert response.status_code == status, response.text
+    assert response.json()["code"] == problem, response.text
+    assert response.headers["content-type"].startswith("application/problem+json")
+    assert [await count(sessionmaker, model) for model in WRITTEN] == before
+    async with sessionmaker() as fresh:
+        coupon = (await fresh.execute(select(Coupon).where(col(Coupon.code) == code))).scalar_one()
+    assert coupon.status == "claimed" and coupon.redeemed_at is None
