@@ -46,7 +46,7 @@ PeriodTo = Annotated[
 ]
 LinesBy = Annotated[
     Literal["campaign_store", "campaign", "store"],
-    Parameter(query="by", default="campaign_store", description="How lines are grouped"),
+    Parameter(query="by", description="How lines are grouped"),
 ]
 
 

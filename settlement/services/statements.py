@@ -653,7 +653,7 @@ async def _org_names(session: AsyncSession, org_ids: set[uuid.UUID]) -> dict[uui
             col(Organization.id).in_(org_ids)
         )
     )
-    return dict(rows.tuples())
+    return {org_id: name for org_id, name in rows.tuples()}
 
 
 async def read_statement(
@@ -794,12 +794,12 @@ async def read_lines(
         found = await session.execute(
             select(col(Campaign.id), col(Campaign.name)).where(col(Campaign.id).in_(campaign_ids))
         )
-        campaigns = dict(found.tuples())
+        campaigns = {key: name for key, name in found.tuples()}
     if store_ids:
         found = await session.execute(
             select(col(Store.id), col(Store.name)).where(col(Store.id).in_(store_ids))
         )
-        stores = dict(found.tuples())
+        stores = {key: name for key, name in found.tuples()}
     orgs = await _org_names(session, funder_ids)
     items = [
         StatementLineRead(
