@@ -6,7 +6,8 @@
 - `ledger_posting`: the entry's lines, signed (debit positive, credit negative). Every posting
   carries `org_id`, so the ledger can be distributed by organization.
 - `statement`, `statement_entry`, `statement_line`: per organization, currency and settlement
-  period, the entries assigned to it at close (each exactly once) and its lines (migration 0008).
+  period, the entries assigned to it at close (each exactly once) and its lines;
+  `statement_pending`: what no statement holds yet (migration 0008).
 
 The database enforces what the code also checks (see migration 0004): an entry's postings sum
 to zero per currency and there are at least two of them (a deferred constraint trigger, checked
@@ -217,6 +218,23 @@ class StatementEntry(SQLModel, table=True):
     org_id: uuid.UUID = Field(sa_column=Column(Uuid, nullable=False))
     currency: str = Field(max_length=3)
     statement_id: uuid.UUID = Field(sa_column=Column(Uuid, nullable=False, index=True))
+
+
+class StatementPending(SQLModel, table=True):
+    """An entry's postings for one organization and currency that no statement holds yet.
+    Written by a trigger on `ledger_posting` in the entry's own transaction (so it exists if
+    and only if the entry committed) and consumed by the close that links them: a close reads
+    what is pending, never the whole history, and never relies on a watermark."""
+
+    __tablename__ = "statement_pending"
+    __table_args__ = (
+        PrimaryKeyConstraint("entry_id", "org_id", "currency"),
+        Index("ix_statement_pending_org_id_currency", "org_id", "currency"),
+    )
+
+    entry_id: uuid.UUID = fk("journal_entry.id", index=False)
+    org_id: uuid.UUID = Field(sa_column=Column(Uuid, nullable=False))
+    currency: str = Field(max_length=3)
 
 
 class StatementLine(SQLModel, table=True):

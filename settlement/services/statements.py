@@ -12,11 +12,14 @@ organization, currency and cycle), under a transaction-scoped advisory lock for 
 
 1. the statement row is inserted (`ON CONFLICT DO NOTHING` on its unique period) and locked;
    a statement that is no longer `open` is returned as it is (two concurrent closes make one);
-2. every entry of the series that is not yet in a statement and occurred before the period's
-   end is linked to it (`statement_entry`, whose primary key puts an entry's postings for an
-   organization in exactly one statement). No watermark: an entry that commits after the
-   close, whatever its time, is not linked and falls into the next statement closed — a
-   late reversal of a redemption in a closed period lands in the next period;
+2. every entry of the series that is pending (in no statement yet) and occurred before the
+   period's end is taken from `statement_pending` and linked to the statement
+   (`statement_entry`, whose primary key puts an entry's postings for an organization in
+   exactly one statement). A trigger queues every entry in `statement_pending` in the
+   entry's own transaction. No watermark: an entry that commits after the close, whatever
+   its time, is still pending and falls into the next statement closed — a late reversal of
+   a redemption in a closed period lands in the next period. A close reads what is pending,
+   not the organization's whole history;
 3. the lines are computed in SQL from the linked postings, by campaign and store, plus one
    `carried_forward` line per earlier statement of the series that was carried forward;
 4. the figures are summed from the lines and the status becomes `closed`. From then on the
@@ -124,26 +127,31 @@ class Series:
 
 _KINDS = ", ".join(f"'{kind}'" for kind in STATEMENT_ENTRY_KINDS)
 _CYCLE = f"coalesce(c.settlement_cycle, '{DEFAULT_CYCLE}')"
-# Postings of the series not yet in any statement (parameters :org_id, :currency, :cycle).
-# The f-strings below interpolate module constants only, never input.
-_UNASSIGNED = f"""
-    FROM ledger_posting p
-    JOIN journal_entry e ON e.id = p.entry_id
+# What the series has pending (parameters :org_id, :currency, :cycle): entries whose postings
+# for the organization no statement holds yet (`statement_pending`, filled by a trigger in
+# each entry's own transaction). The f-strings interpolate module constants only.
+_SERIES = f"""
+    sp.org_id = :org_id AND sp.currency = :currency AND e.id = sp.entry_id
+    AND {_CYCLE} = :cycle AND e.kind IN ({_KINDS})
+"""
+_PENDING = f"""
+    FROM statement_pending sp
+    JOIN journal_entry e ON e.id = sp.entry_id
     LEFT JOIN campaign c ON c.id = e.campaign_id
-    WHERE p.org_id = :org_id AND p.currency = :currency AND {_CYCLE} = :cycle
-      AND e.kind IN ({_KINDS})
-      AND NOT EXISTS (
-          SELECT 1 FROM statement_entry se
-          WHERE se.entry_id = p.entry_id AND se.org_id = p.org_id AND se.currency = p.currency
-      )
-"""  # noqa: S608
+    WHERE {_SERIES}
+"""
 
+# Take what is pending before the period's end and link it to the statement, in one step.
 ASSIGN_ENTRIES = text(f"""
+    WITH taken AS (
+        DELETE FROM statement_pending sp
+        USING journal_entry e LEFT JOIN campaign c ON c.id = e.campaign_id
+        WHERE {_SERIES} AND e.occurred_at < :period_end
+        RETURNING sp.entry_id, sp.org_id, sp.currency
+    )
     INSERT INTO statement_entry (entry_id, org_id, currency, statement_id)
-    SELECT DISTINCT p.entry_id, p.org_id, p.currency, CAST(:statement_id AS uuid)
-    {_UNASSIGNED} AND e.occurred_at < :period_end
-    ON CONFLICT DO NOTHING
-""")
+    SELECT entry_id, org_id, currency, CAST(:statement_id AS uuid) FROM taken
+""")  # noqa: S608
 
 ACTIVITY_LINES = text("""
     WITH mine AS (
@@ -256,15 +264,11 @@ FIGURES = text("""
 """)
 
 PENDING_SERIES = text(f"""
-    SELECT p.org_id, p.currency, {_CYCLE} AS cycle
-    FROM ledger_posting p
-    JOIN journal_entry e ON e.id = p.entry_id
+    SELECT sp.org_id, sp.currency, {_CYCLE} AS cycle
+    FROM statement_pending sp
+    JOIN journal_entry e ON e.id = sp.entry_id
     LEFT JOIN campaign c ON c.id = e.campaign_id
     WHERE e.kind IN ({_KINDS}) AND e.occurred_at < :now
-      AND NOT EXISTS (
-          SELECT 1 FROM statement_entry se
-          WHERE se.entry_id = p.entry_id AND se.org_id = p.org_id AND se.currency = p.currency
-      )
     GROUP BY 1, 2, 3
     ORDER BY 1, 2, 3
 """)  # noqa: S608
@@ -299,7 +303,7 @@ async def _earliest_unassigned(
     session: AsyncSession, series: Series, before: datetime
 ) -> datetime | None:
     row = await session.execute(
-        text(f"SELECT min(e.occurred_at) {_UNASSIGNED} AND e.occurred_at < :before"),
+        text(f"SELECT min(e.occurred_at) {_PENDING} AND e.occurred_at < :before"),
         {**_params(series), "before": before},
     )
     earliest: datetime | None = row.scalar_one_or_none()
