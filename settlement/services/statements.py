@@ -164,21 +164,27 @@ ASSIGN_ENTRIES = text(f"""
 """)  # noqa: S608
 
 ACTIVITY_LINES = text("""
-    WITH mine AS (
-        SELECT se.entry_id, e.kind, e.campaign_id, e.redemption_id,
+    WITH accounts AS MATERIALIZED (
+        SELECT id, purpose FROM ledger_account
+        WHERE org_id = :org_id AND currency = :currency
+    ),
+    linked AS MATERIALIZED (
+        SELECT entry_id FROM statement_entry WHERE statement_id = :statement_id
+    ),
+    mine AS (
+        SELECT l.entry_id, e.kind, e.campaign_id, e.redemption_id,
             coalesce(sum(p.amount) FILTER (WHERE a.purpose = 'partner_receivable'), 0)
                 AS receivable,
             coalesce(sum(p.amount) FILTER (WHERE a.purpose = 'partner_payable'), 0) AS payable,
             coalesce(sum(p.amount) FILTER (WHERE a.purpose = 'fee_payable'), 0) AS fee_payable,
             coalesce(sum(p.amount) FILTER (WHERE a.purpose = 'fee_revenue'), 0) AS fee_revenue,
             sum(p.amount) AS total
-        FROM statement_entry se
-        JOIN journal_entry e ON e.id = se.entry_id
+        FROM linked l
+        JOIN journal_entry e ON e.id = l.entry_id
         JOIN ledger_posting p
-            ON p.entry_id = se.entry_id AND p.org_id = se.org_id AND p.currency = se.currency
-        JOIN ledger_account a ON a.id = p.account_id
-        WHERE se.statement_id = :statement_id
-        GROUP BY se.entry_id, e.kind, e.campaign_id, e.redemption_id
+            ON p.entry_id = l.entry_id AND p.org_id = :org_id AND p.currency = :currency
+        JOIN accounts a ON a.id = p.account_id
+        GROUP BY l.entry_id, e.kind, e.campaign_id, e.redemption_id
     ),
     located AS (
         SELECT m.*, r.store_id,
@@ -396,7 +402,7 @@ async def _close(
     await session.execute(
         ASSIGN_ENTRIES, {**_params(series), **ids, "period_end": statement.period_end}
     )
-    await session.execute(ACTIVITY_LINES, ids)
+    await session.execute(ACTIVITY_LINES, {**_params(series), **ids})
     await session.execute(
         CARRIED_LINES, {**_params(series), **ids, "period_start": statement.period_start}
     )
