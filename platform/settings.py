@@ -103,6 +103,14 @@ class Settings(BaseSettings):
     stripe_timeout_seconds: float = 30.0
     stripe_webhook_tolerance_seconds: int = 300
 
+    # Statements: nets whose absolute value is below the minimum payout (minor units, any
+    # currency) are carried forward; above the threshold a second, different finance user
+    # approves (None: one approval always); whether an organization's own finance staff may
+    # approve its statements (else only the carrier's).
+    statement_minimum_payout: int = Field(default=1_000, ge=0)
+    statement_second_approval_above: int | None = Field(default=10_000_000, ge=0)
+    statement_own_finance_may_approve: bool = True
+
     @field_validator("database_url")
     @classmethod
     def _asyncpg_driver(cls, value: str | None) -> str | None:

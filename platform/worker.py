@@ -17,8 +17,9 @@ from coalition.platform.settings import Settings, get_settings
 def registries() -> list[JobRegistry]:
     from coalition.campaigns import jobs as campaign_jobs
     from coalition.merchants import jobs as merchant_jobs
+    from coalition.settlement import jobs as settlement_jobs
 
-    return [jobs.registry, merchant_jobs.registry, campaign_jobs.registry]
+    return [jobs.registry, merchant_jobs.registry, campaign_jobs.registry, settlement_jobs.registry]
 
 
 async def on_startup(ctx: JobContext) -> None:

@@ -73,8 +73,10 @@ import uuid
 from collections import defaultdict
 from collections.abc import Hashable, Iterable, Mapping
 from dataclasses import dataclass
+from datetime import UTC, date, datetime, timedelta
 from fractions import Fraction
 from typing import TYPE_CHECKING, Literal, NamedTuple, TypeVar
+from zoneinfo import ZoneInfo
 
 from coalition.platform.money import BASIS_POINTS, percent_of, split_by_basis_points
 
@@ -338,3 +340,223 @@ def check_balanced(lines: Iterable[Line]) -> None:
     total = sum(line.amount for line in listed)
     if total != 0:
         raise UnbalancedEntry(f"the postings sum to {total}, not zero")
+
+
+# --- statements -------------------------------------------------------------------------------
+#
+# A statement nets an organization's postings in one currency over one settlement period. The
+# rules below are pure: the period a moment falls in (local midnights in the organization's
+# time zone, so DST days are 23 or 25 hours long), the payable net, the approval rule and what
+# happens to small nets.
+
+SettlementCycle = Literal["daily", "weekly", "monthly"]
+StatementStatus = Literal["open", "closed", "approved", "paid", "collected", "carried_forward"]
+SETTLEMENT_CYCLES: tuple[SettlementCycle, ...] = ("daily", "weekly", "monthly")
+STATEMENT_STATUSES: tuple[StatementStatus, ...] = (
+    "open",
+    "closed",
+    "approved",
+    "paid",
+    "collected",
+    "carried_forward",
+)
+# Entries without a campaign (adjustments, fees) settle on this cycle.
+DEFAULT_CYCLE: SettlementCycle = "monthly"
+# What a statement nets: obligations between organizations. Transfers and collections are the
+# settlement of statements, not part of them.
+STATEMENT_ENTRY_KINDS: tuple[EntryKind, ...] = ("redemption", "reversal", "fee", "adjustment")
+
+
+@dataclass(frozen=True, slots=True)
+class Period:
+    """A settlement period `[start, end)` (aware datetimes) and the local days it covers."""
+
+    start: datetime
+    end: datetime
+    first_day: date
+    last_day: date  # inclusive: the local day before `end`
+
+    def __contains__(self, moment: object) -> bool:
+        return isinstance(moment, datetime) and self.start <= moment < self.end
+
+
+def _local_midnight(day: date, zone: ZoneInfo) -> datetime:
+    """The instant a local day begins. Where a DST gap swallows midnight, the first instant of
+    the day that exists (zoneinfo resolves the missing wall time with the earlier offset)."""
+    return datetime(day.year, day.month, day.day, tzinfo=zone).astimezone(UTC)
+
+
+def period_first_day(day: date, cycle: SettlementCycle) -> date:
+    """The first local day of the period that contains `day`: itself, its ISO week's Monday,
+    or the first of its month."""
+    if cycle == "daily":
+        return day
+    if cycle == "weekly":
+        return day - timedelta(days=day.weekday())
+    if cycle == "monthly":
+        return day.replace(day=1)
+    raise ValueError(f"unknown settlement cycle {cycle!r}")
+
+
+def next_first_day(first_day: date, cycle: SettlementCycle) -> date:
+    """The first local day of the period after the one starting on `first_day`."""
+    if cycle == "daily":
+        return first_day + timedelta(days=1)
+    if cycle == "weekly":
+        return first_day + timedelta(days=7)
+    if cycle == "monthly":
+        year, month = divmod(first_day.year * 12 + first_day.month, 12)
+        return date(year, month + 1, 1)
+    raise ValueError(f"unknown settlement cycle {cycle!r}")
+
+
+def period_of_day(day: date, cycle: SettlementCycle, timezone: str) -> Period:
+    """The period (in `timezone`) that contains the local day `day`."""
+    zone = ZoneInfo(timezone)
+    first = period_first_day(day, cycle)
+    after = next_first_day(first, cycle)
+    return Period(
+        start=_local_midnight(first, zone),
+        end=_local_midnight(after, zone),
+        first_day=first,
+        last_day=after - timedelta(days=1),
+    )
+
+
+def period_containing(moment: datetime, cycle: SettlementCycle, timezone: str) -> Period:
+    """The period (in `timezone`) that contains the instant `moment` (timezone-aware)."""
+    if moment.tzinfo is None:
+        raise ValueError("the moment must be timezone-aware")
+    period = period_of_day(moment.astimezone(ZoneInfo(timezone)).date(), cycle, timezone)
+    # A local day whose midnight falls in a DST gap begins after its wall-clock start.
+    if moment < period.start:
+        return period_of_day(period.first_day - timedelta(days=1), cycle, timezone)
+    return period
+
+
+def is_period_start(day: date, cycle: SettlementCycle) -> bool:
+    return period_first_day(day, cycle) == day
+
+
+@dataclass(frozen=True, slots=True)
+class StatementFigures:
+    """What a statement (or one of its lines) adds up to, signed from the organization's point
+    of view: positive is in its favour (others owe it), negative is what it owes.
+
+    - `shares_receivable` (+): partners' shares of discounts given at its stores;
+    - `shares_payable` (-): its shares of discounts given at partners' stores;
+    - `fees_payable` (-): platform fees it owes; `fee_revenue` (+): the carrier's fees;
+    - `reversals` (+/-): the mirror postings of reversed discounts and fees;
+    - `adjustments` (+/-): other entries (fees, corrections);
+    - `carried` (+/-): small nets of earlier statements carried into this one.
+    """
+
+    shares_receivable: int = 0
+    shares_payable: int = 0
+    fees_payable: int = 0
+    fee_revenue: int = 0
+    reversals: int = 0
+    adjustments: int = 0
+    carried: int = 0
+
+    @property
+    def net(self) -> int:
+        """The payable net: positive, the platform pays the organization (a transfer);
+        negative, the organization owes the platform (a collection)."""
+        return (
+            self.shares_receivable
+            + self.shares_payable
+            + self.fees_payable
+            + self.fee_revenue
+            + self.reversals
+            + self.adjustments
+            + self.carried
+        )
+
+    def __add__(self, other: StatementFigures) -> StatementFigures:
+        return StatementFigures(
+            shares_receivable=self.shares_receivable + other.shares_receivable,
+            shares_payable=self.shares_payable + other.shares_payable,
+            fees_payable=self.fees_payable + other.fees_payable,
+            fee_revenue=self.fee_revenue + other.fee_revenue,
+            reversals=self.reversals + other.reversals,
+            adjustments=self.adjustments + other.adjustments,
+            carried=self.carried + other.carried,
+        )
+
+
+def figures_of_postings(
+    postings: Iterable[tuple[EntryKind, Purpose, int]], carried: int = 0
+) -> StatementFigures:
+    """An organization's figures from its postings `(entry kind, account purpose, amount)`."""
+    sums: dict[str, int] = defaultdict(int)
+    for kind, purpose, amount in postings:
+        if kind == "redemption":
+            sums[purpose] += amount
+        elif kind == "reversal":
+            sums["reversals"] += amount
+        else:
+            sums["adjustments"] += amount
+    return StatementFigures(
+        shares_receivable=sums[PARTNER_RECEIVABLE],
+        shares_payable=sums[PARTNER_PAYABLE],
+        fees_payable=sums[FEE_PAYABLE],
+        fee_revenue=sums[FEE_REVENUE],
+        reversals=sums["reversals"],
+        adjustments=sums["adjustments"] + sums["payout_clearing"] + sums["cash"],
+        carried=carried,
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class ApprovalPolicy:
+    """Who approves and when two are needed. `second_approver_above`: a net whose absolute
+    value is above it needs a second, different approver (None: never). `minimum_payout`: a
+    net whose absolute value is below it is carried forward instead of paid or collected."""
+
+    minimum_payout: int = 0
+    second_approver_above: int | None = None
+    own_finance_may_approve: bool = True
+
+    def approvals_needed(self, net: int) -> int:
+        if self.second_approver_above is not None and abs(net) > self.second_approver_above:
+            return 2
+        return 1
+
+    def carries_forward(self, net: int) -> bool:
+        return abs(net) < self.minimum_payout
+
+
+ApprovalOutcome = Literal["awaiting_second_approver", "approved", "carried_forward"]
+
+
+class SameApprover(ValueError):
+    """The second approval must come from another user."""
+
+
+def approve_outcome(
+    policy: ApprovalPolicy,
+    net: int,
+    *,
+    first_approver: uuid.UUID | None,
+    approver: uuid.UUID,
+) -> ApprovalOutcome:
+    """What an approval by `approver` of a closed statement with `net` does, `first_approver`
+    having approved it already (or None). Raises `SameApprover` when the second approval
+    would come from the first approver."""
+    needed = policy.approvals_needed(net)
+    if first_approver is None and needed == 2:
+        return "awaiting_second_approver"
+    if first_approver is not None and first_approver == approver:
+        raise SameApprover("a second, different approver is needed")
+    return "carried_forward" if policy.carries_forward(net) else "approved"
+
+
+def settlement_direction(net: int) -> Literal["transfer", "collection", "none"]:
+    """How an approved statement is settled: a transfer to the organization, a collection from
+    it, or nothing (a zero net)."""
+    if net > 0:
+        return "transfer"
+    if net < 0:
+        return "collection"
+    return "none"

@@ -5,6 +5,9 @@
   idempotency key, so an event is written exactly once whatever retries happen.
 - `ledger_posting`: the entry's lines, signed (debit positive, credit negative). Every posting
   carries `org_id`, so the ledger can be distributed by organization.
+- `statement`, `statement_entry`, `statement_line`: per organization, currency and settlement
+  period, the entries assigned to it at close (each exactly once) and its lines;
+  `statement_pending`: what no statement holds yet (migration 0008).
 
 The database enforces what the code also checks (see migration 0004): an entry's postings sum
 to zero per currency and there are at least two of them (a deferred constraint trigger, checked
@@ -16,17 +19,22 @@ composite foreign key). What the accounts mean and how they are signed: `settlem
 from __future__ import annotations
 
 import uuid
-from datetime import datetime
+from datetime import date, datetime
+from typing import Any
 
 from sqlalchemy import (
     BigInteger,
     CheckConstraint,
     Column,
+    Date,
     ForeignKeyConstraint,
     Index,
+    PrimaryKeyConstraint,
     UniqueConstraint,
     Uuid,
+    text,
 )
+from sqlalchemy.dialects.postgresql import JSONB
 from sqlmodel import Field, SQLModel
 
 from coalition.merchants.models import fk, org_fk
@@ -111,3 +119,162 @@ class LedgerPosting(SQLModel, table=True):
     org_id: uuid.UUID = Field(sa_column=Column(Uuid, nullable=False))
     amount: int = Field(sa_column=Column(BigInteger, nullable=False))
     currency: str = Field(max_length=3)
+
+
+# --- statements ---------------------------------------------------------------------------------
+
+STATEMENT_STATUSES = ("open", "closed", "approved", "paid", "collected", "carried_forward")
+SETTLEMENT_CYCLES = ("daily", "weekly", "monthly")
+STATEMENT_LINE_KINDS = ("activity", "carried_forward")
+# The signed figures of statements and lines (see `settlement.domain.StatementFigures`).
+FIGURE_COLUMNS = (
+    "shares_receivable",
+    "shares_payable",
+    "fees_payable",
+    "fee_revenue",
+    "reversals_amount",
+    "adjustments",
+)
+
+
+def _money() -> Any:
+    return Field(default=0, sa_column=Column(BigInteger, nullable=False))
+
+
+def _net_check(carried: str) -> CheckConstraint:
+    return CheckConstraint(f"net = {' + '.join((*FIGURE_COLUMNS, carried))}", name="net")
+
+
+class Statement(SQLModel, table=True):
+    """What one organization and the platform owe each other in one currency for one
+    settlement period `[period_start, period_end)` of one cycle (local midnights in
+    `timezone`, the organization's at close). Frozen once closed (migration 0008's trigger):
+    afterwards only its status moves, along `closed -> approved -> paid | collected |
+    carried_forward`, with the approvals and the settlement reference set once."""
+
+    __tablename__ = "statement"
+    __table_args__ = (
+        UniqueConstraint("org_id", "currency", "cycle", "period_start"),
+        # The target of the links' composite key: a link's org and currency are its statement's.
+        UniqueConstraint("id", "org_id", "currency"),
+        CheckConstraint(_in("status", STATEMENT_STATUSES), name="status"),
+        CheckConstraint(_in("cycle", SETTLEMENT_CYCLES), name="cycle"),
+        CheckConstraint("currency ~ '^[A-Z]{3}$'", name="currency"),
+        CheckConstraint("period_end > period_start", name="period"),
+        _net_check("carried_in"),
+        Index("ix_statement_status_period", "status", "period_end"),
+    )
+
+    id: uuid.UUID = id_field()
+    org_id: uuid.UUID = org_fk(index=False)  # the unique (org_id, currency, cycle, ...) serves
+    currency: str = Field(max_length=3)
+    cycle: str = Field(max_length=16)
+    timezone: str = Field(max_length=64)
+    period_start: datetime = timestamp_field()
+    period_end: datetime = timestamp_field()
+    first_day: date = Field(sa_column=Column(Date, nullable=False))
+    last_day: date = Field(sa_column=Column(Date, nullable=False))
+    status: str = Field(default="open", max_length=16)
+    entries: int = 0
+    redemptions: int = 0
+    reversals: int = 0
+    discount: int = _money()
+    shares_receivable: int = _money()
+    shares_payable: int = _money()
+    fees_payable: int = _money()
+    fee_revenue: int = _money()
+    reversals_amount: int = _money()
+    adjustments: int = _money()
+    carried_in: int = _money()
+    net: int = _money()
+    created_at: datetime = timestamp_field(now=True)
+    closed_at: datetime | None = timestamp_field(nullable=True)
+    closed_by: uuid.UUID | None = None  # the user; None: the schedule
+    first_approved_by: uuid.UUID | None = None
+    first_approved_at: datetime | None = timestamp_field(nullable=True)
+    second_approved_by: uuid.UUID | None = None
+    second_approved_at: datetime | None = timestamp_field(nullable=True)
+    approved_at: datetime | None = timestamp_field(nullable=True)
+    settled_at: datetime | None = timestamp_field(nullable=True)
+    settlement_reference: str | None = Field(default=None, max_length=200)
+
+
+class StatementEntry(SQLModel, table=True):
+    """Which statement an entry's postings for one organization and currency belong to: the
+    primary key puts each in exactly one statement, assigned explicitly at close (never by a
+    watermark), so an entry that commits after a close lands in a later statement."""
+
+    __tablename__ = "statement_entry"
+    __table_args__ = (
+        PrimaryKeyConstraint("entry_id", "org_id", "currency"),
+        ForeignKeyConstraint(
+            ["statement_id", "org_id", "currency"],
+            ["statement.id", "statement.org_id", "statement.currency"],
+            ondelete="RESTRICT",
+        ),
+    )
+
+    entry_id: uuid.UUID = fk("journal_entry.id", index=False)
+    org_id: uuid.UUID = Field(sa_column=Column(Uuid, nullable=False))
+    currency: str = Field(max_length=3)
+    statement_id: uuid.UUID = Field(sa_column=Column(Uuid, nullable=False, index=True))
+
+
+class StatementPending(SQLModel, table=True):
+    """An entry's postings for one organization and currency that no statement holds yet.
+    Written by a trigger on `ledger_posting` in the entry's own transaction (so it exists if
+    and only if the entry committed) and consumed by the close that links them: a close reads
+    what is pending, never the whole history, and never relies on a watermark."""
+
+    __tablename__ = "statement_pending"
+    __table_args__ = (
+        PrimaryKeyConstraint("entry_id", "org_id", "currency"),
+        Index("ix_statement_pending_org_id_currency", "org_id", "currency"),
+    )
+
+    entry_id: uuid.UUID = fk("journal_entry.id", index=False)
+    org_id: uuid.UUID = Field(sa_column=Column(Uuid, nullable=False))
+    currency: str = Field(max_length=3)
+
+
+class StatementLine(SQLModel, table=True):
+    """One line of a statement: its organization's activity in one campaign at one store
+    (`activity`), or the net of an earlier statement carried into it (`carried_forward`,
+    each earlier statement carried exactly once). Written at close, never changed."""
+
+    __tablename__ = "statement_line"
+    __table_args__ = (
+        CheckConstraint(_in("kind", STATEMENT_LINE_KINDS), name="kind"),
+        CheckConstraint(
+            "(kind = 'carried_forward') = (source_statement_id IS NOT NULL)", name="source"
+        ),
+        _net_check("carried"),
+        Index(
+            "uq_statement_line_source",
+            "source_statement_id",
+            unique=True,
+            postgresql_where=text("source_statement_id IS NOT NULL"),
+        ),
+    )
+
+    id: uuid.UUID = id_field()
+    statement_id: uuid.UUID = fk("statement.id")
+    kind: str = Field(max_length=16)
+    campaign_id: uuid.UUID | None = Field(default=None, sa_column=Column(Uuid, nullable=True))
+    store_id: uuid.UUID | None = Field(default=None, sa_column=Column(Uuid, nullable=True))
+    source_statement_id: uuid.UUID | None = fk("statement.id", index=False, nullable=True)
+    redemptions: int = 0
+    reversals: int = 0
+    discount: int = _money()  # discounts given in the line's redemptions (all funders' parts)
+    shares_receivable: int = _money()
+    shares_payable: int = _money()
+    fees_payable: int = _money()
+    fee_revenue: int = _money()
+    reversals_amount: int = _money()
+    adjustments: int = _money()
+    carried: int = _money()
+    net: int = _money()
+    # Each funder's part of `discount`: [{"org_id": ..., "amount": ...}], largest first.
+    funder_shares: list[dict[str, Any]] = Field(
+        default_factory=list, sa_column=Column(JSONB, nullable=False)
+    )

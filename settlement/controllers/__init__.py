@@ -1,5 +1,5 @@
 """The settlement domain's HTTP API, one module per area."""
 
-from coalition.settlement.controllers import ledger
+from coalition.settlement.controllers import ledger, statements
 
-ROUTES = [*ledger.ROUTES]
+ROUTES = [*ledger.ROUTES, *statements.ROUTES]
