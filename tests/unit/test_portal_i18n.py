@@ -57,7 +57,7 @@ def all_error_codes() -> set[str]:
     for folder in ("platform", "merchants", "campaigns", "settlement"):
         package = importlib.import_module(f"coalition.{folder}")
         for module in pkgutil.walk_packages(package.__path__, f"coalition.{folder}."):
-            if not module.name.endswith((".cli", ".embedded", ".worker", ".migrate")):
+            if not module.name.endswith((".cli", ".embedded", ".worker", ".migrate", ".__main__")):
                 importlib.import_module(module.name)
     codes: set[str] = set()
     pending: list[type[DomainError]] = [DomainError]
