@@ -326,6 +326,12 @@ class CampaignDailyStat(SQLModel, table=True):
     expired: int = 0
     voided: int = 0
     discount: int = money_column()
+    # What each funder's share of the standing discounts comes to, in participant order
+    # (redemptions add their split, reversals take their slice back).
+    funder_spent: list[int] = Field(
+        default_factory=list,
+        sa_column=Column(ARRAY(BigInteger), nullable=False, server_default="{}"),
+    )
 
 
 # --- redemption ---------------------------------------------------------------------------------

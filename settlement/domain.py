@@ -259,6 +259,17 @@ def reversed_parts(parts: Mapping[K, int], reversed_total: int) -> dict[K, int]:
     return taken
 
 
+def reversal_slices(
+    funding: RedemptionFunding, reversed_before: int, reversed_after: int
+) -> dict[uuid.UUID, int]:
+    """Each funder's part of the discount reversed between two cumulative reversed totals (in
+    split order): the same units the ledger's reversal entries move, so the slices of every
+    reversal of a redemption add up to exactly each funder's part."""
+    parts = funding.parts
+    before, after = reversed_parts(parts, reversed_before), reversed_parts(parts, reversed_after)
+    return {org_id: after[org_id] - before[org_id] for org_id in parts}
+
+
 def reversed_fee(fee: int, discount: int, reversed_total: int) -> int:
     """The part of the fee reversed once `reversed_total` of `discount` has been reversed:
     `round(fee * reversed_total / discount)`, half up; all of it on a full reversal."""

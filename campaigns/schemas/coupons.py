@@ -37,7 +37,8 @@ class FunderFigures(Response):
     org_id: uuid.UUID
     share_bp: int
     budget_cap: int | None
-    reserved: int
+    reserved: int  # held by the coupons given out and not finished
+    spent: int  # this funder's share of the standing discounts (after reversals)
 
 
 class DailyFigures(Response):
@@ -63,5 +64,6 @@ class CampaignStatsRead(Response):
     redemption_rate: float  # redeemed / (issued + claimed), 0 when nothing was given out
     remaining_quantity: int
     budget_reserved: int
+    budget_spent: int  # the standing discounts: redeemed, less what reversals took back
     funders: list[FunderFigures]
     by_day: list[DailyFigures]

@@ -527,6 +527,7 @@ async def campaign_stats(
     days = await figures.daily(session, campaign_id)
     totals = {name: sum(d[name] for _, d in days) for name in figures.COUNTERS}
     remaining_quantity, remaining_budget, held = await figures.slot_totals(session, campaign_id)
+    spent = await figures.funder_spent(session, campaign_id, len(funding.org_ids))
     given_out = totals["issued"] + totals["claimed"]
     return CampaignStatsRead(
         campaign_id=campaign.id,
@@ -541,12 +542,14 @@ async def campaign_stats(
         redemption_rate=round(totals["redeemed"] / given_out, 4) if given_out else 0.0,
         remaining_quantity=remaining_quantity,
         budget_reserved=campaign.total_budget - remaining_budget if held else 0,
+        budget_spent=sum(spent),
         funders=[
             FunderFigures(
                 org_id=org_id,
                 share_bp=share,
                 budget_cap=cap,
                 reserved=held[i] if held else 0,
+                spent=spent[i],
             )
             for i, (org_id, share, cap) in enumerate(
                 zip(funding.org_ids, funding.shares_bp, funding.caps, strict=True)

@@ -4,10 +4,12 @@ endpoint never scans coupons."""
 from __future__ import annotations
 
 import uuid
+from collections.abc import Sequence
 from datetime import date, datetime
+from typing import Any
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import func
+from sqlalchemy import func, literal_column
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col, select
@@ -21,26 +23,60 @@ def local_day(moment: datetime, timezone: str) -> date:
     return moment.astimezone(ZoneInfo(timezone)).date()
 
 
+# Element-wise sum of the stored and the added per-funder amounts (either may be shorter).
+ADD_FUNDER_SPENT = (
+    "ARRAY(SELECT coalesce(a, 0) + coalesce(b, 0) FROM unnest("
+    "campaign_daily_stat.funder_spent, EXCLUDED.funder_spent) WITH ORDINALITY AS t(a, b, i) "
+    "ORDER BY i)"
+)
+
+
 async def bump(
-    session: AsyncSession, campaign_id: uuid.UUID, day: date, slot: int, **counts: int
+    session: AsyncSession,
+    campaign_id: uuid.UUID,
+    day: date,
+    slot: int,
+    *,
+    funder_spent: Sequence[int] = (),
+    **counts: int,
 ) -> None:
-    """Add to a day's figures (in the caller's transaction)."""
+    """Add to a day's figures (in the caller's transaction); `funder_spent` adds to each
+    funder's spending, in participant order."""
     unknown = set(counts) - set(COUNTERS)
     if unknown:
         raise ValueError(f"unknown counters {unknown}")
     values = {name: counts.get(name, 0) for name in COUNTERS}
     statement = insert(CampaignDailyStat).values(
-        campaign_id=campaign_id, day=day, slot=slot % SLOTS, **values
+        campaign_id=campaign_id,
+        day=day,
+        slot=slot % SLOTS,
+        funder_spent=list(funder_spent),
+        **values,
     )
+    changes: dict[str, Any] = {
+        name: getattr(CampaignDailyStat, name) + getattr(statement.excluded, name)
+        for name in counts
+    }
+    if funder_spent:
+        changes["funder_spent"] = literal_column(ADD_FUNDER_SPENT)
     await session.execute(
-        statement.on_conflict_do_update(
-            index_elements=["campaign_id", "day", "slot"],
-            set_={
-                name: getattr(CampaignDailyStat, name) + getattr(statement.excluded, name)
-                for name in counts
-            },
+        statement.on_conflict_do_update(index_elements=["campaign_id", "day", "slot"], set_=changes)
+    )
+
+
+async def funder_spent(session: AsyncSession, campaign_id: uuid.UUID, funders: int) -> list[int]:
+    """Each funder's spending so far (participant order): a sum over the campaign's daily
+    figure rows (days x slots), never over coupons or redemptions."""
+    rows = await session.execute(
+        select(col(CampaignDailyStat.funder_spent)).where(
+            col(CampaignDailyStat.campaign_id) == campaign_id
         )
     )
+    totals = [0] * funders
+    for (spent,) in rows:
+        for i, amount in enumerate(spent[:funders]):
+            totals[i] += amount
+    return totals
 
 
 async def daily(session: AsyncSession, campaign_id: uuid.UUID) -> list[tuple[date, dict[str, int]]]:

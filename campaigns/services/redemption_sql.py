@@ -22,6 +22,7 @@ import asyncpg
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from coalition.campaigns.models import Campaign, Coupon, Redemption
+from coalition.campaigns.services.figures import ADD_FUNDER_SPENT
 
 _COUPON = [c.key for c in Coupon.__table__.columns]  # type: ignore[attr-defined]
 _CAMPAIGN = [c.key for c in Campaign.__table__.columns]  # type: ignore[attr-defined]
@@ -61,13 +62,14 @@ INSERT_REDEMPTION = (
 REDEEM_COUPON = (
     "UPDATE coupon SET status = 'redeemed', redeemed_at = $2, held_until = NULL WHERE id = $1"
 )
-BUMP_REDEEMED = """
+BUMP_REDEEMED = f"""
 INSERT INTO campaign_daily_stat
-  (campaign_id, day, slot, issued, claimed, redeemed, expired, voided, discount)
-VALUES ($1, $2, $3, 0, 0, 1, 0, 0, $4)
+  (campaign_id, day, slot, issued, claimed, redeemed, expired, voided, discount, funder_spent)
+VALUES ($1, $2, $3, 0, 0, 1, 0, 0, $4, $5)
 ON CONFLICT (campaign_id, day, slot) DO UPDATE SET
   redeemed = campaign_daily_stat.redeemed + 1,
-  discount = campaign_daily_stat.discount + EXCLUDED.discount
+  discount = campaign_daily_stat.discount + EXCLUDED.discount,
+  funder_spent = {ADD_FUNDER_SPENT}
 """
 STORE_RESPONSE = (
     "UPDATE idempotency_record SET status_code = $3, response = $4 WHERE scope = $1 AND key = $2"
@@ -139,9 +141,14 @@ async def redeem_coupon(
 
 
 async def bump_redeemed(
-    connection: asyncpg.Connection, campaign_id: uuid.UUID, day: date, slot: int, discount: int
+    connection: asyncpg.Connection,
+    campaign_id: uuid.UUID,
+    day: date,
+    slot: int,
+    discount: int,
+    funder_spent: list[int],
 ) -> None:
-    await connection.execute(BUMP_REDEEMED, campaign_id, day, slot, discount)
+    await connection.execute(BUMP_REDEEMED, campaign_id, day, slot, discount, funder_spent)
 
 
 async def store_response(

@@ -69,6 +69,7 @@ from coalition.settlement.domain import (
     FundingShare,
     RedemptionFunding,
     discount_reversed_by_refund,
+    reversal_slices,
 )
 from coalition.settlement.services.ledger import post_new_redemption, post_reversal
 
@@ -461,6 +462,7 @@ async def record_redemption(
         figures.local_day(now, campaign.timezone),
         (coupon.slot or 0) % SLOTS,
         quote.discount,
+        list(funding.parts.values()),
     )
     if coupon.customer_id is not None and trips_velocity(
         rule, loaded.recent_partners, where.org_id
@@ -658,7 +660,19 @@ async def reverse(
         await _give_coupon_back(session, coupon, campaign, now)
     counts = {"discount": -reversing_now, "redeemed": -1 if full else 0}
     if changed := {name: value for name, value in counts.items() if value}:
-        await figures.bump(session, campaign.id, day, slot, **changed)
+        await figures.bump(
+            session,
+            campaign.id,
+            day,
+            slot,
+            funder_spent=[
+                -amount
+                for amount in reversal_slices(
+                    funding_from_json(redemption.funding), reversed_before, reversed_after
+                ).values()
+            ],
+            **changed,
+        )
     await webhooks.emit_event(
         session,
         event_type="redemption.reversed",

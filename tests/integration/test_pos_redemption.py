@@ -32,7 +32,7 @@ from coalition.platform.idempotency import IdempotencyRecord
 from coalition.platform.settings import Settings
 from coalition.settlement.models import JournalEntry, LedgerAccount, LedgerPosting
 from tests.integration.campaign_helpers import running_campaign
-from tests.integration.conftest import World
+from tests.integration.conftest import World, auth_headers
 from tests.integration.customer_helpers import customer_headers, new_customer
 
 Client = AsyncTestClient[Litestar]
@@ -633,3 +633,41 @@ async def test_each_refused_redemption_has_its_code_and_writes_nothing(
     async with sessionmaker() as fresh:
         coupon = (await fresh.execute(select(Coupon).where(col(Coupon.code) == code))).scalar_one()
     assert coupon.status == "claimed" and coupon.redeemed_at is None
+
+
+async def test_stats_show_each_funders_spending_as_the_ledger_does(
+    client: Client,
+    world: World,
+    session: AsyncSession,
+    settings: Settings,
+    sessionmaker: SessionMaker,
+) -> None:
+    campaign = await running_campaign(session, world)
+    owner = await auth_headers(client, "marketing@carrier.test")
+    [(_, till)] = await add_terminals(session, world.cafe)
+    kept = (await redeem(client, till, await claim(client, settings, session, campaign))).json()
+    refunded = (
+        await redeem(
+            client, till, await claim(client, settings, session, campaign), basket_amount=9_999
+        )
+    ).json()
+    assert kept["discount"] == refunded["discount"] == 500
+
+    async def spending() -> tuple[int, list[int]]:
+        stats = (await client.get(f"/api/v1/campaigns/{campaign.id}/stats", headers=owner)).json()
+        assert [f["org_id"] for f in stats["funders"]] == [
+            str(world.carrier.id),
+            str(world.cafe.id),
+        ]
+        return stats["budget_spent"], [f["spent"] for f in stats["funders"]]
+
+    assert await spending() == (1_000, [600, 400])
+    # A third of the second basket comes back: 167 of its discount, split as the ledger splits it.
+    assert (await reverse(client, till, refunded["id"], refund_amount=3_333)).status_code == 201
+    total, (carrier, cafe) = await spending()
+    owed_by_carrier = -(await balances(sessionmaker))[(world.carrier.id, "partner_payable")]
+    assert total == 1_000 - 167 and carrier + cafe == total
+    assert carrier == owed_by_carrier and 600 - 167 < carrier < 600
+    # The rest of the basket: only the first redemption's split still stands.
+    assert (await reverse(client, till, refunded["id"])).status_code == 201
+    assert await spending() == (500, [300, 200])

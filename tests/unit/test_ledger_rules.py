@@ -28,6 +28,7 @@ from coalition.settlement.domain import (
     net_by_account,
     redemption_lines,
     reversal_lines,
+    reversal_slices,
     reversed_fee,
     reversed_parts,
     standing_lines,
@@ -322,3 +323,24 @@ def test_random_redemptions_and_reversals_keep_the_ledger_exact(
         # ... and a full reversal nets every account of the redemption to zero.
         if redemption.reversed_total == t.discount:
             assert booked == {}
+
+
+@given(fundings(), st.data())
+def test_reversal_slices_add_up_to_each_funders_part(
+    redemption: RedemptionFunding, data: st.DataObject
+) -> None:
+    """However a discount is reversed in steps, each funder gets back exactly its part, never
+    more than it put in along the way, and every step's slices sum to that step."""
+    steps = data.draw(st.lists(st.integers(0, redemption.discount), max_size=5))
+    totals = sorted([*steps, redemption.discount])
+    returned = dict.fromkeys(redemption.parts, 0)
+    before = 0
+    for after in totals:
+        step = reversal_slices(redemption, before, after)
+        assert sum(step.values()) == after - before
+        assert all(amount >= 0 for amount in step.values())
+        for org_id, amount in step.items():
+            returned[org_id] += amount
+            assert returned[org_id] <= redemption.parts[org_id]
+        before = after
+    assert returned == redemption.parts
