@@ -13,6 +13,7 @@ from datetime import datetime
 from typing import Any
 from zoneinfo import ZoneInfo
 
+import asyncpg
 from litestar import Request, Response, get, post
 from litestar.datastructures import UploadFile
 from litestar.response import Redirect
@@ -614,6 +615,7 @@ async def customer_claim(
     request: Request[Any, Any, Any],
     visitor: Visitor,
     session: AsyncSession,
+    db: asyncpg.Connection,
     settings: Settings,
 ) -> Response[Any]:
     principal = visitor.customer_principal()
@@ -621,7 +623,7 @@ async def customer_claim(
     key = str(form.get("idempotency_key", "")) or new_idempotency_key()
     try:
         result = await coupons.claim_coupon(
-            session, settings, principal, campaign_id, idempotency_key=key
+            db, settings, principal, campaign_id, idempotency_key=key
         )
     except DomainError as error:
         await session.rollback()

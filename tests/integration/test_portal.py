@@ -302,7 +302,8 @@ async def test_a_cashier_redeems_and_reverses_at_the_web_pos(
         chosen = await b.post("/portal/pos/terminal", {"terminal_id": str(terminal.id)})
         assert chosen.status_code == 303
         await b.get("/portal/pos")
-        typo = await b.post("/portal/pos/quote", {"code": code[:-1] + "0", "basket": "30"})
+        mistyped = code[:-1] + ("0" if code[-1] != "0" else "1")  # the check symbol catches it
+        typo = await b.post("/portal/pos/quote", {"code": mistyped, "basket": "30"})
         assert typo.status_code == 422 and "券码无效" in typo.text
         scanned = f"{settings.public_url}/c/{code}"
         quote = await b.post("/portal/pos/quote", {"code": scanned, "basket": "30"})
