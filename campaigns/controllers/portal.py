@@ -50,6 +50,7 @@ from coalition.platform.web import (
     redirect,
     safe_next,
 )
+from coalition.settlement.services import statement_pages
 
 POS_CURRENCY = "CNY"
 
@@ -86,9 +87,15 @@ async def dashboard(visitor: Visitor, session: AsyncSession) -> Response[str]:
     proposed, _ = await campaigns.list_campaigns(
         session, principal, status="proposed", limit=50, offset=0
     )
+    upcoming = None
+    if not principal.is_carrier and principal.role in ("admin", "finance"):
+        upcoming = await statement_pages.next_statement(
+            session, principal, visitor.settings, timezone=visitor.staff.org_timezone
+        )
     return page(
         visitor,
         "campaigns/dashboard.html",
+        next_statement=upcoming,
         today=today,
         today_count=count,
         today_discount=discount,
