@@ -15,6 +15,7 @@ from litestar import Request, Response, get, post
 from litestar.params import Parameter
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from coalition.merchants.services import organizations as org_service
 from coalition.platform.errors import DomainError, ValidationFailed
 from coalition.platform.web import FieldErrors, Visitor, form_errors, page, parse_form, redirect
 from coalition.settlement.controllers.statements import _csv
@@ -85,6 +86,11 @@ async def _list_page(
         rows, total = await statements.list_statements(
             session, principal, visitor.settings, where, limit=PAGE, offset=0
         )
+    organizations: list[Any] = []
+    if principal.sees_all_tenants:
+        organizations, _ = await org_service.list_organizations(
+            session, principal, limit=500, offset=0, status=None
+        )
     export = "/portal/statements/export.csv"
     if query:
         from urllib.parse import urlencode
@@ -104,6 +110,7 @@ async def _list_page(
         close_errors=close_errors or FieldErrors(),
         close_form=close_form or {"currency": "CNY", "cycle": "weekly"},
         sees_all=principal.sees_all_tenants,
+        organizations=organizations,
     )
 
 

@@ -123,7 +123,7 @@ def test_finance_closes_approves_and_downloads_a_statement(portal: Open, servers
     ]
     page = finance.open("/portal/statements")
     form = page.get_by_test_id("close-form")
-    form.locator("input[name=org_id]").fill(cafe_id)
+    form.locator("select[name=org_id]").select_option(cafe_id)
     form.locator("select[name=cycle]").select_option(cycle)
     form.locator("input[name=period_start]").fill(first_day)
     form.locator("button[type=submit]").click()
