@@ -13,6 +13,7 @@ from datetime import datetime
 from typing import Any
 from zoneinfo import ZoneInfo
 
+import asyncpg
 from litestar import Request, Response, get, post
 from litestar.datastructures import UploadFile
 from litestar.response import Redirect
@@ -676,17 +677,18 @@ async def customer_claim(
     request: Request[Any, Any, Any],
     visitor: Visitor,
     session: AsyncSession,
+    db: asyncpg.Connection,
     settings: Settings,
 ) -> Response[Any]:
     principal = visitor.customer_principal()
     form = await _form(request)
     key = str(form.get("idempotency_key", "")) or new_idempotency_key()
     try:
+        # Claims run on a bare connection outside any transaction, as for the API.
         result = await coupons.claim_coupon(
-            session, settings, principal, campaign_id, idempotency_key=key
+            db, settings, principal, campaign_id, idempotency_key=key
         )
     except DomainError as error:
-        await session.rollback()
         offers = await coupons.open_offers(session, principal)
         loaded = [campaigns.campaign_read(await campaigns.load(session, c)) for c in offers]
         return page(
