@@ -129,6 +129,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
     from coalition.merchants.controllers import portal as merchant_pages
     from coalition.merchants.services.identity import resolve_principal
     from coalition.settlement.controllers import ROUTES as SETTLEMENT_ROUTES
+    from coalition.settlement.controllers import portal as settlement_pages
 
     state = State(
         {
@@ -157,6 +158,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
                     *merchant_pages.PORTAL_PAGES,
                     *campaign_pages.PORTAL_PAGES,
                     *portal_builder.PORTAL_PAGES,
+                    *settlement_pages.PORTAL_PAGES,
                 ],
             ),
             web.portal_router("/c", campaign_pages.COUPON_PAGES),

@@ -110,3 +110,7 @@ class Translator:
             return "—"
         zone = ZoneInfo(timezone or self.timezone)
         return format_datetime(value, format="yyyy-MM-dd", tzinfo=zone, locale=self.locale)
+
+    def day(self, value: dt.date | None) -> str:
+        """A calendar day (already local, such as a statement period's first and last day)."""
+        return "—" if value is None else value.isoformat()

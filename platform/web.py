@@ -55,6 +55,7 @@ TEMPLATE_FOLDERS = {
     "platform": ROOT / "platform" / "templates",
     "merchants": ROOT / "merchants" / "templates",
     "campaigns": ROOT / "campaigns" / "templates",
+    "settlement": ROOT / "settlement" / "templates",
 }
 # Paths the bearer-token middleware leaves to the portal's own session handling.
 PORTAL_PATHS = ["^/portal", "^/c/", f"^{STATIC_PATH}"]
@@ -150,6 +151,8 @@ AREAS: dict[str, Area] = {
     "proposals": Area("/portal/proposals", "Proposals", ("admin", "marketing")),
     "campaigns": Area("/portal/campaigns", "Campaigns", ("admin", "marketing", "finance")),
     "partners": Area("/portal/partners", "Partners", ("admin", "marketing"), ("carrier",)),
+    "statements": Area("/portal/statements", "Statements", ("admin", "finance")),
+    "statement_approval": Area("/portal/statements", "Statements", ("finance",), in_menu=False),
     "stores": Area("/portal/stores", "Stores", ("admin",)),
     "terminals": Area("/portal/terminals", "Terminals", ("admin",)),
     "staff": Area("/portal/staff", "Staff", ("admin",)),

@@ -29,6 +29,7 @@ from coalition.campaigns.services import (
     campaigns,
     coupons,
     customers,
+    figures,
     issuance,
     redemptions,
     workflow,
@@ -51,6 +52,7 @@ from coalition.platform.web import (
     redirect,
     safe_next,
 )
+from coalition.settlement.services import statement_pages
 
 POS_CURRENCY = "CNY"
 
@@ -87,9 +89,15 @@ async def dashboard(visitor: Visitor, session: AsyncSession) -> Response[str]:
     proposed, _ = await campaigns.list_campaigns(
         session, principal, status="proposed", limit=50, offset=0
     )
+    upcoming = None
+    if not principal.is_carrier and principal.role in ("admin", "finance"):
+        upcoming = await statement_pages.next_statement(
+            session, principal, visitor.settings, timezone=visitor.staff.org_timezone
+        )
     return page(
         visitor,
         "campaigns/dashboard.html",
+        next_statement=upcoming,
         today=today,
         today_count=count,
         today_discount=discount,
@@ -114,6 +122,7 @@ async def campaign_page(
     principal = visitor.enter("campaigns")
     loaded = campaigns.campaign_read(await campaigns.get_loaded(session, principal, campaign_id))
     stats = await coupons.campaign_stats(session, principal, campaign_id)
+    places = await figures.redemptions_by_place(session, campaign_id)  # after the access check
     batches: list[Any] = []
     if loaded.owner_org_id == principal.org_id and principal.role in ("admin", "marketing"):
         rows, _ = await issuance.list_issuances(session, principal, campaign_id, limit=10, offset=0)
@@ -123,7 +132,7 @@ async def campaign_page(
         "campaigns/campaign.html",
         campaign=loaded,
         stats=stats,
-        charts=_charts(visitor, loaded, stats),
+        charts=_charts(visitor, loaded, stats, places),
         batches=batches,
         errors=FieldErrors(),
         upload_key=new_idempotency_key(),
@@ -134,9 +143,15 @@ def _svg_image(svg: str) -> str:
     return "data:image/svg+xml;base64," + base64.b64encode(svg.encode()).decode()
 
 
-def _charts(visitor: Visitor, campaign: CampaignRead, stats: CampaignStatsRead) -> dict[str, str]:
+def _charts(
+    visitor: Visitor,
+    campaign: CampaignRead,
+    stats: CampaignStatsRead,
+    places: tuple[list[figures.PlaceFigures], list[figures.PlaceFigures]],
+) -> dict[str, str]:
     """The campaign page's charts as images: claims and redemptions by day, budget held per
-    funder (against its cap, or its share of the total budget)."""
+    funder (against its cap, or its share of the total budget), the redemption rate, and
+    redemptions by partner and by store."""
     t = visitor.t
     days = [d.day.isoformat() for d in stats.by_day]
     by_day = charts.bars_by_day(
@@ -158,7 +173,53 @@ def _charts(visitor: Visitor, campaign: CampaignRead, stats: CampaignStatsRead) 
         )
         rows.append((names.get(funder.org_id, ""), funder.reserved, cap, text))
     burn = charts.horizontal_bars(rows, title=t.gettext("Budget held per funder"))
-    return {"by_day": _svg_image(by_day), "burn": _svg_image(burn)}
+    given_out = stats.issued + stats.claimed
+    rate = charts.horizontal_bars(
+        [
+            (
+                t.gettext("Redeemed"),
+                stats.redeemed,
+                given_out or None,
+                t.gettext(
+                    "{rate}: {redeemed} of {given} given out",
+                    rate=t.percent(stats.redemption_rate),
+                    redeemed=t.number(stats.redeemed),
+                    given=t.number(given_out),
+                ),
+            )
+        ],
+        title=t.gettext("Redemption rate"),
+    )
+    by_partner, by_store = places
+
+    def place_rows(items: list[figures.PlaceFigures], *, stores: bool) -> list[Any]:
+        return [
+            (
+                (p.store_name or t.gettext("Online")) if stores else p.org_name,
+                p.redemptions,
+                None,
+                t.gettext(
+                    "{n} redemptions, {discount} discount",
+                    n=t.number(p.redemptions),
+                    discount=t.money(p.discount, stats.currency),
+                ),
+            )
+            for p in items
+        ]
+
+    partner_chart = charts.horizontal_bars(
+        place_rows(by_partner, stores=False), title=t.gettext("Redemptions by partner")
+    )
+    store_chart = charts.horizontal_bars(
+        place_rows(by_store[:12], stores=True), title=t.gettext("Redemptions by store")
+    )
+    return {
+        "by_day": _svg_image(by_day),
+        "burn": _svg_image(burn),
+        "rate": _svg_image(rate),
+        "by_partner": _svg_image(partner_chart),
+        "by_store": _svg_image(store_chart),
+    }
 
 
 @post("/campaigns/{campaign_id:uuid}/issuances", request_max_body_size=issuance.MAX_UPLOAD_BYTES)
@@ -192,13 +253,14 @@ async def upload_issuance(
             await campaigns.get_loaded(session, principal, campaign_id)
         )
         stats = await coupons.campaign_stats(session, principal, campaign_id)
+        places = await figures.redemptions_by_place(session, campaign_id)
         return page(
             visitor,
             "campaigns/campaign.html",
             status=error.status_code,
             campaign=loaded,
             stats=stats,
-            charts=_charts(visitor, loaded, stats),
+            charts=_charts(visitor, loaded, stats, places),
             batches=[],
             errors=form_errors(visitor.t, error),
             upload_key=new_idempotency_key(),
@@ -622,11 +684,11 @@ async def customer_claim(
     form = await _form(request)
     key = str(form.get("idempotency_key", "")) or new_idempotency_key()
     try:
+        # Claims run on a bare connection outside any transaction, as for the API.
         result = await coupons.claim_coupon(
             db, settings, principal, campaign_id, idempotency_key=key
         )
     except DomainError as error:
-        await session.rollback()
         offers = await coupons.open_offers(session, principal)
         loaded = [campaigns.campaign_read(await campaigns.load(session, c)) for c in offers]
         return page(

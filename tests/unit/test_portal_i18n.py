@@ -30,6 +30,7 @@ DYNAMIC = {
         *("draft", "proposed", "approved", "paused", "ended", "cancelled"),
         *("completed", "reversed", "partially_reversed"),
         *("issued", "claimed", "redeemed", "expired", "void", "running"),
+        *("open", "closed", "paid", "collected", "carried_forward"),
     ),
     "payer": ("redeeming_merchant", "owner"),
     "cycle": ("daily", "weekly", "monthly"),
