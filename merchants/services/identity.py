@@ -345,7 +345,6 @@ def principal_without_lookup(settings: Settings, credential: str) -> Principal |
     return customer_principal_without_lookup(settings, credential)
 
 
-
 async def resolve_principal(
     session: AsyncSession, settings: Settings, credential: str
 ) -> Principal:
