@@ -74,7 +74,7 @@ async def begin(session: AsyncSession, *, scope: str, key: str, fingerprint: str
     Returns None when this request is the first: the caller does its work and calls `finish`
     before committing. If another request holds the key uncommitted, this waits for it.
     """
-    # Plain SQL on the transaction's own asyncpg connection (`session.connection()` begins the
+    # Plain SQL on the transaction's own asyncpg connection (`driver_connection` begins the
     # transaction): every money-moving POST runs this first, and SQLAlchemy's statement
     # building cost more CPU than the database's work. The claim and the look-up of an
     # existing record are one round trip when the key is new.
