@@ -124,10 +124,9 @@ def create_app(settings: Settings | None = None) -> Litestar:
     from coalition.campaigns.controllers import ROUTES as CAMPAIGN_ROUTES
     from coalition.campaigns.controllers import portal as campaign_pages
     from coalition.campaigns.controllers import portal_builder
-    from coalition.campaigns.services.customer_tokens import customer_principal_without_lookup
     from coalition.merchants.controllers import ROUTES as MERCHANT_ROUTES
     from coalition.merchants.controllers import portal as merchant_pages
-    from coalition.merchants.services.identity import resolve_principal
+    from coalition.merchants.services.identity import principal_without_lookup, resolve_principal
     from coalition.settlement.controllers import ROUTES as SETTLEMENT_ROUTES
     from coalition.settlement.controllers import portal as settlement_pages
 
@@ -135,7 +134,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
         {
             "settings": settings,
             "resolve_principal": resolve_principal,
-            "resolve_principal_fast": customer_principal_without_lookup,
+            "resolve_principal_fast": principal_without_lookup,
         }
     )
     return Litestar(

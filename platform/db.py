@@ -5,8 +5,9 @@ from __future__ import annotations
 import uuid
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, cast
 
+import asyncpg
 from sqlalchemy import DateTime, MetaData, text
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
@@ -83,3 +84,22 @@ async def session_from(sessionmaker: SessionMaker) -> AsyncIterator[AsyncSession
 async def ping(engine: AsyncEngine) -> None:
     async with engine.connect() as connection:
         await connection.execute(text("SELECT 1"))
+
+
+async def driver_connection(session: AsyncSession) -> asyncpg.Connection:
+    """The asyncpg connection under the session's transaction, the transaction begun.
+
+    For plain SQL on the hot paths (see `campaigns/services/redemption_sql.py`). SQLAlchemy's
+    asyncpg adapter sends BEGIN only with its own first statement, so when plain SQL comes
+    first the transaction is begun here: a statement sent outside it would commit on its own.
+    """
+    connection = await session.connection()
+    adapter = (await connection.get_raw_connection()).dbapi_connection
+    if not getattr(adapter, "_started", True):
+        await adapter._start_transaction()  # type: ignore[union-attr]
+    driver = cast(asyncpg.Connection, adapter.driver_connection)  # type: ignore[union-attr]
+    if not driver.is_in_transaction():
+        await session.execute(text("SELECT 1"))  # the adapter's own way of beginning
+    if not driver.is_in_transaction():
+        raise RuntimeError("plain SQL needs the session's transaction, and none was begun")
+    return driver

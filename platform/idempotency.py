@@ -17,11 +17,11 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import Column, Integer, PrimaryKeyConstraint, Text, update
-from sqlalchemy.dialects.postgresql import JSONB, insert
+from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.ext.asyncio import AsyncSession
-from sqlmodel import Field, SQLModel, col, select
+from sqlmodel import Field, SQLModel, col
 
-from coalition.platform.db import timestamp_field, utcnow
+from coalition.platform.db import driver_connection, timestamp_field, utcnow
 from coalition.platform.errors import ValidationFailed
 
 KEY_PATTERN = re.compile(r"^[A-Za-z0-9._:-]{8,128}$")
@@ -74,28 +74,38 @@ async def begin(session: AsyncSession, *, scope: str, key: str, fingerprint: str
     Returns None when this request is the first: the caller does its work and calls `finish`
     before committing. If another request holds the key uncommitted, this waits for it.
     """
-    claimed = await session.execute(
-        insert(IdempotencyRecord)
-        .values(scope=scope, key=key, request_hash=fingerprint, created_at=utcnow())
-        .on_conflict_do_nothing(index_elements=["scope", "key"])
-        .returning(col(IdempotencyRecord.key))
-    )
-    if claimed.scalar_one_or_none() is not None:
+    # Plain SQL on the transaction's own asyncpg connection (`driver_connection` begins the
+    # transaction): every money-moving POST runs this first, and SQLAlchemy's statement
+    # building cost more CPU than the database's work. The claim and the look-up of an
+    # existing record are one round trip when the key is new.
+    connection = await driver_connection(session)
+    row = await connection.fetchrow(CLAIM, scope, key, fingerprint, utcnow())
+    if row is not None:
         return None
-    existing = (
-        await session.execute(
-            select(IdempotencyRecord).where(
-                col(IdempotencyRecord.scope) == scope, col(IdempotencyRecord.key) == key
-            )
-        )
-    ).scalar_one()
-    if existing.request_hash != fingerprint:
+    existing = await connection.fetchrow(EXISTING, scope, key)
+    if existing is None:
+        # The record that won the claim was deleted before we could read it (a purge).
+        raise IdempotencyKeyReused("The first request with this key has not finished")
+    if existing["request_hash"] != fingerprint:
         raise IdempotencyKeyReused(field="Idempotency-Key")
-    if existing.status_code is None or existing.response is None:
+    response = existing["response"]
+    if existing["status_code"] is None or response is None:
         # Stored without a response: only possible if the first request is still running in
         # a transaction we could see, which the unique key prevents; treat as a conflict.
         raise IdempotencyKeyReused("The first request with this key has not finished")
-    return Replay(existing.status_code, existing.response)
+    if isinstance(response, str | bytes):
+        response = json.loads(response)
+    return Replay(existing["status_code"], response)
+
+
+CLAIM = (
+    "INSERT INTO idempotency_record (scope, key, request_hash, created_at) "
+    "VALUES ($1, $2, $3, $4) ON CONFLICT (scope, key) DO NOTHING RETURNING key"
+)
+EXISTING = (
+    "SELECT request_hash, status_code, response FROM idempotency_record "
+    "WHERE scope = $1 AND key = $2"
+)
 
 
 async def finish(

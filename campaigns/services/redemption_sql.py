@@ -2,8 +2,8 @@
 """The redemption's hot path in plain SQL on the session's own asyncpg connection.
 
 Every redemption (POS or a confirmed online hold) runs these statements inside the
-transaction the session has begun (its first statement, the Idempotency-Key claim, goes
-through SQLAlchemy and opens it; the commit goes through the session too). Building,
+session's transaction (`platform.db.driver_connection` makes sure it has begun; the commit
+goes through the session). Building,
 compiling and caching SQLAlchemy statements and loading ORM rows cost several times the
 database work here (see `bench/redeem.py`), so the statements are written once as SQL text
 and sent by the driver, which keeps them prepared per connection. They do exactly what the
@@ -16,13 +16,14 @@ from __future__ import annotations
 import json
 import uuid
 from datetime import date, datetime
-from typing import Any, TypeVar, cast
+from typing import Any, TypeVar
 
 import asyncpg
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from coalition.campaigns.models import Campaign, Coupon, Redemption
 from coalition.campaigns.services.figures import ADD_FUNDER_SPENT
+from coalition.platform.db import driver_connection
 
 _COUPON = [c.key for c in Coupon.__table__.columns]  # type: ignore[attr-defined]
 _CAMPAIGN = [c.key for c in Campaign.__table__.columns]  # type: ignore[attr-defined]
@@ -78,9 +79,7 @@ STORE_RESPONSE = (
 
 async def driver(session: AsyncSession) -> asyncpg.Connection:
     """The asyncpg connection under the session's current transaction (begun already)."""
-    connection = await session.connection()
-    raw = await connection.get_raw_connection()
-    return cast(asyncpg.Connection, raw.driver_connection)
+    return await driver_connection(session)
 
 
 ModelT = TypeVar("ModelT", Coupon, Campaign)

@@ -3,7 +3,9 @@ credential (user access token, terminal key, API key) into a `Principal`."""
 
 from __future__ import annotations
 
+import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -12,7 +14,10 @@ from sqlalchemy import delete, update
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col, select
 
-from coalition.campaigns.services.customer_tokens import resolve_customer_token
+from coalition.campaigns.services.customer_tokens import (
+    customer_principal_without_lookup,
+    resolve_customer_token,
+)
 from coalition.merchants.models import (
     ApiKey,
     Invitation,
@@ -265,6 +270,80 @@ async def accept_invitation(
 
 # --- bearer credentials ----------------------------------------------------------------------
 
+# A terminal key verified against the database is trusted by this process for at most this
+# long: revoking the terminal or its key, rotating its key, suspending its organization or
+# archiving its store takes effect at once in the process that did it and within this bound
+# in every other server process.
+TERMINAL_KEY_CACHE_SECONDS = 5.0
+TERMINAL_KEY_CACHE_CAPACITY = 10_000
+
+
+class VerifiedTerminalKeys:
+    """Terminal keys verified recently, by the SHA-256 of the full key, with their principal.
+
+    An entry is made only after the full lookup found the key, matched its digest and found
+    the key, terminal, store and organization active; it answers until `ttl_seconds` have
+    passed or the key's own expiry, whichever is first. The POS sends its key with every
+    request, so this spares each redemption a transaction of its own for the credential."""
+
+    def __init__(
+        self,
+        *,
+        ttl_seconds: float = TERMINAL_KEY_CACHE_SECONDS,
+        capacity: int = TERMINAL_KEY_CACHE_CAPACITY,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.ttl_seconds = ttl_seconds
+        self.capacity = capacity
+        self.clock = clock
+        self._entries: dict[str, tuple[float, Principal]] = {}
+
+    def get(self, credential: str) -> Principal | None:
+        digest = secret_digest(credential)
+        entry = self._entries.get(digest)
+        if entry is None:
+            return None
+        valid_until, principal = entry
+        if self.clock() >= valid_until:
+            del self._entries[digest]
+            return None
+        return principal
+
+    def remember(
+        self, credential: str, principal: Principal, *, key_expires_at: datetime | None
+    ) -> None:
+        now = self.clock()
+        valid_until = now + self.ttl_seconds
+        if key_expires_at is not None:
+            valid_until = min(valid_until, now + (key_expires_at - utcnow()).total_seconds())
+        if len(self._entries) >= self.capacity:
+            # The oldest entry goes first (dicts keep insertion order).
+            del self._entries[next(iter(self._entries))]
+        self._entries[secret_digest(credential)] = (valid_until, principal)
+
+    def forget_all(self) -> None:
+        self._entries.clear()
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+
+verified_terminal_keys = VerifiedTerminalKeys()
+
+
+def forget_verified_terminal_keys() -> None:
+    """Called when a terminal, key, store or organization stops working: this process trusts no
+    terminal key it verified before (other processes within `TERMINAL_KEY_CACHE_SECONDS`)."""
+    verified_terminal_keys.forget_all()
+
+
+def principal_without_lookup(settings: Settings, credential: str) -> Principal | None:
+    """A principal without any I/O: a terminal key verified within the last few seconds, or one
+    of our own customer tokens; None when the full resolver must look (and word the error)."""
+    if credential.startswith(f"{TERMINAL_KEY_PREFIX}_"):
+        return verified_terminal_keys.get(credential)
+    return customer_principal_without_lookup(settings, credential)
+
 
 async def resolve_principal(
     session: AsyncSession, settings: Settings, credential: str
@@ -329,13 +408,15 @@ async def _terminal_principal(session: AsyncSession, credential: str) -> Princip
             update(Terminal).where(col(Terminal.id) == terminal.id).values(last_seen_at=now)
         )
         await session.commit()
-    return Principal(
+    principal = Principal(
         kind="terminal",
         org_id=org.id,
         org_kind=org.kind,
         subject_id=terminal.id,
         store_id=store.id,
     )
+    verified_terminal_keys.remember(credential, principal, key_expires_at=key.expires_at)
+    return principal
 
 
 async def _api_key_principal(session: AsyncSession, credential: str) -> Principal:

@@ -252,6 +252,7 @@ def _set_status(
     """Change the organization's status, audited with the status before and after."""
     before = audit.snapshot(org, STATUS_FIELDS)
     org.status, org.status_reason = status, reason
+    identity.forget_verified_terminal_keys()
     audit.record(
         session,
         principal,

@@ -15,6 +15,7 @@ from sqlmodel import col, select
 
 from coalition.merchants.models import Organization, Store
 from coalition.merchants.schemas.stores import WEEKDAYS, StoreCreate, StoreRead, StoreUpdate
+from coalition.merchants.services.identity import forget_verified_terminal_keys
 from coalition.platform import audit
 from coalition.platform.api import fields_set
 from coalition.platform.auth import Principal, get_in_tenant
@@ -249,6 +250,7 @@ async def archive_store(session: AsyncSession, principal: Principal, store_id: u
     if store.status == "archived":
         return store
     store.status, store.archived_at = "archived", utcnow()
+    forget_verified_terminal_keys()
     audit.record(
         session,
         principal,

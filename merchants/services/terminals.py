@@ -22,7 +22,10 @@ from coalition.merchants.schemas.terminals import (
     TerminalRead,
 )
 from coalition.merchants.services import webhooks
-from coalition.merchants.services.identity import TERMINAL_KEY_PREFIX
+from coalition.merchants.services.identity import (
+    TERMINAL_KEY_PREFIX,
+    forget_verified_terminal_keys,
+)
 from coalition.merchants.services.stores import StoreArchived, get_store, require_admin_of
 from coalition.platform import audit
 from coalition.platform.auth import Principal, get_in_tenant
@@ -156,6 +159,7 @@ async def rotate_key(
         raise TerminalRevoked("A revoked terminal cannot get a new key")
     now = utcnow()
     expires_at = now + timedelta(seconds=grace_seconds)
+    forget_verified_terminal_keys()
     result = await session.execute(
         update(TerminalKey)
         .where(col(TerminalKey.terminal_id) == terminal.id, _key_works(now))
@@ -201,6 +205,7 @@ async def revoke_terminal(
         return False
     now = utcnow()
     terminal.status, terminal.revoked_at = "revoked", now
+    forget_verified_terminal_keys()
     result = await session.execute(
         update(TerminalKey)
         .where(col(TerminalKey.terminal_id) == terminal.id, col(TerminalKey.revoked_at).is_(None))

@@ -13,7 +13,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import msgspec
-from sqlalchemy import func, or_
+from sqlalchemy import func
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col, select
 
@@ -35,7 +35,7 @@ from coalition.merchants.schemas.integrations import (
 from coalition.platform import audit
 from coalition.platform.api import fields_set
 from coalition.platform.auth import Principal, get_in_tenant
-from coalition.platform.db import utcnow
+from coalition.platform.db import driver_connection, utcnow
 from coalition.platform.errors import Conflict, ValidationFailed
 from coalition.platform.jobs import commit, enqueue
 from coalition.platform.security import new_secret
@@ -56,6 +56,12 @@ EVENT_TYPES = (
     "reconciliation.discrepancy",
 )
 DELIVER_JOB = "deliver_webhook"
+
+
+SUBSCRIBED_ENDPOINTS = (
+    "SELECT id, org_id FROM webhook_endpoint WHERE org_id = ANY($1::uuid[]) AND enabled "
+    "AND ($2 = ANY(event_types) OR '*' = ANY(event_types)) ORDER BY org_id, id"
+)
 
 
 async def emit_event(
@@ -80,22 +86,14 @@ async def emit_event(
         "created_at": now.isoformat(),
         "data": data,
     }
-    endpoints = (
-        await session.execute(
-            select(WebhookEndpoint).where(
-                col(WebhookEndpoint.org_id).in_(set(org_ids)),
-                col(WebhookEndpoint.enabled).is_(True),
-                or_(
-                    col(WebhookEndpoint.event_types).any(event_type),  # type: ignore[attr-defined,arg-type]
-                    col(WebhookEndpoint.event_types).any("*"),  # type: ignore[attr-defined,arg-type]
-                ),
-            )
-        )
-    ).scalars()
+    # Plain SQL on the transaction's asyncpg connection: every redemption asks, and
+    # SQLAlchemy's statement building and ORM loading cost more than the query.
+    connection = await driver_connection(session)
+    endpoints = await connection.fetch(SUBSCRIBED_ENDPOINTS, list(set(org_ids)), event_type)
     for endpoint in endpoints:
         delivery = WebhookDelivery(
-            org_id=endpoint.org_id,
-            endpoint_id=endpoint.id,
+            org_id=endpoint["org_id"],
+            endpoint_id=endpoint["id"],
             event_id=event_id,
             event_type=event_type,
             payload=envelope,
