@@ -37,13 +37,15 @@ import uuid
 from collections.abc import Sequence
 from datetime import datetime
 
+from sqlalchemy import ColumnElement, func
 from sqlalchemy import select as sa_select
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col, select
 
 from coalition.merchants.models import Organization
+from coalition.platform.auth import Principal
 from coalition.platform.db import utcnow
-from coalition.platform.errors import Conflict, NotFound
+from coalition.platform.errors import Conflict, NotFound, ValidationFailed
 from coalition.settlement.domain import Line, settlement_direction
 from coalition.settlement.gateway import (
     Collection,
@@ -59,6 +61,11 @@ from coalition.settlement.gateway import (
     statement_transfer_group,
 )
 from coalition.settlement.models import PayoutAttempt, Statement, StripeAccount
+from coalition.settlement.schemas.payouts import (
+    ConnectedAccountRead,
+    ConnectedAccountRequest,
+    PayoutRead,
+)
 from coalition.settlement.services import ledger, statements
 
 
@@ -390,3 +397,145 @@ async def pay_approved(
         if attempt is None or attempt.status == "succeeded":
             settled += 1
     return settled
+
+
+# --- the finance API ----------------------------------------------------------------------------
+
+
+class PayoutNotRetryable(Conflict):
+    code, title = "payout_not_retryable", "This payout cannot be retried now"
+
+
+def payout_read(attempt: PayoutAttempt) -> PayoutRead:
+    return PayoutRead(
+        id=attempt.id,
+        statement_id=attempt.statement_id,
+        org_id=attempt.org_id,
+        generation=attempt.generation,
+        direction=attempt.direction,
+        idempotency_key=attempt.idempotency_key,
+        amount=attempt.amount,
+        currency=attempt.currency,
+        destination=attempt.destination,
+        status=attempt.status,
+        stripe_id=attempt.stripe_id,
+        hold_entry_id=attempt.hold_entry_id,
+        settle_entry_id=attempt.settle_entry_id,
+        tries=attempt.tries,
+        failure_code=attempt.failure_code,
+        failure_message=attempt.failure_message,
+        created_at=attempt.created_at,
+        updated_at=attempt.updated_at,
+    )
+
+
+async def list_payouts(
+    session: AsyncSession,
+    principal: Principal,
+    *,
+    org_id: uuid.UUID | None,
+    status: str | None,
+    statement_id: uuid.UUID | None,
+    limit: int,
+    offset: int,
+) -> tuple[list[PayoutRead], int]:
+    """Attempts the principal may see (its own organization's; the carrier's finance: all)."""
+    conditions: list[ColumnElement[bool]] = []
+    if not principal.sees_all_tenants:
+        conditions.append(col(PayoutAttempt.org_id) == principal.org_id)
+    if org_id is not None:
+        conditions.append(col(PayoutAttempt.org_id) == org_id)
+    if status is not None:
+        conditions.append(col(PayoutAttempt.status) == status)
+    if statement_id is not None:
+        conditions.append(col(PayoutAttempt.statement_id) == statement_id)
+    total = await session.execute(
+        sa_select(func.count()).select_from(PayoutAttempt).where(*conditions)
+    )
+    rows = await session.execute(
+        select(PayoutAttempt)
+        .where(*conditions)
+        .order_by(col(PayoutAttempt.created_at).desc(), col(PayoutAttempt.id))
+        .limit(limit)
+        .offset(offset)
+    )
+    return [payout_read(a) for a in rows.scalars()], int(total.scalar_one())
+
+
+async def _visible_attempt(
+    session: AsyncSession, principal: Principal, payout_id: uuid.UUID
+) -> PayoutAttempt:
+    attempt = await session.get(PayoutAttempt, payout_id, populate_existing=True)
+    if attempt is None or not principal.may_access(attempt.org_id):
+        raise PayoutNotFound()
+    return attempt
+
+
+async def get_payout(
+    session: AsyncSession, principal: Principal, payout_id: uuid.UUID
+) -> PayoutRead:
+    return payout_read(await _visible_attempt(session, principal, payout_id))
+
+
+async def retry_payout(
+    session: AsyncSession,
+    principal: Principal,
+    gateway: SettlementGateway,
+    payout_id: uuid.UUID,
+) -> PayoutRead:
+    """Try the payout's statement again: the same attempt (same key) while its outcome is
+    unknown, the next generation after a definite failure. Succeeded: returned unchanged."""
+    attempt = await _visible_attempt(session, principal, payout_id)
+    if attempt.status == "succeeded":
+        return payout_read(attempt)
+    statement_id = attempt.statement_id
+    await session.rollback()
+    current = await pay_statement(session, gateway, statement_id)
+    if current is None:
+        raise PayoutNotRetryable("The statement is no longer waiting to be settled")
+    return payout_read(current)
+
+
+async def connect_account(
+    session: AsyncSession,
+    principal: Principal,
+    gateway: SettlementGateway,
+    org_id: uuid.UUID,
+    data: ConnectedAccountRequest,
+) -> ConnectedAccountRead:
+    """Create the organization's Connect account (once: a deterministic idempotency key and
+    the stored id) and a fresh onboarding link. Admins of the organization only (404 for
+    another organization)."""
+    if org_id != principal.org_id:
+        raise NotFound("Organization not found")
+    org = await session.get_one(Organization, org_id)
+    if org.kind == "carrier":
+        raise ValidationFailed("The carrier is not paid through Stripe", field="org_id")
+    account = await session.get(StripeAccount, org_id, with_for_update=True, populate_existing=True)
+    if account is None:
+        account = StripeAccount(org_id=org_id)
+        session.add(account)
+        await session.flush()
+        account = await session.get_one(StripeAccount, org_id, with_for_update=True)
+    if account.connected_account_id is None:
+        created = await gateway.create_connected_account(
+            email=data.email,
+            country=data.country,
+            idempotency_key=f"coalition:org:{org_id}:connected-account",
+            metadata={"org_id": str(org_id)},
+        )
+        account.connected_account_id = created.id
+        account.onboarding_status = "complete" if created.can_receive_transfers else "pending"
+        account.updated_at = utcnow()
+    link = await gateway.create_onboarding_link(
+        account.connected_account_id, refresh_url=data.refresh_url, return_url=data.return_url
+    )
+    read = ConnectedAccountRead(
+        org_id=org_id,
+        connected_account_id=account.connected_account_id,
+        onboarding_status=account.onboarding_status,
+        onboarding_url=link.url,
+        onboarding_expires_at=link.expires_at,
+    )
+    await session.commit()
+    return read

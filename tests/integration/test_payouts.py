@@ -7,8 +7,11 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+from collections.abc import Iterator
 from datetime import datetime, timedelta
 
+import pytest
+from litestar import Litestar
 from sqlalchemy import func
 from sqlalchemy import select as sa_select
 from sqlmodel import col, select
@@ -370,3 +373,80 @@ async def test_a_debt_without_a_saved_payment_method_is_carried_forward(
     async with sessionmaker() as session:
         assert await payouts.pay_statement(session, gateway, uuid.UUID(str(bank["id"]))) is None
     assert (await statement(sessionmaker, bank["id"])).status == "carried_forward"
+
+
+@pytest.fixture
+def app_gateway(app: Litestar, gateway: StripeGateway) -> Iterator[StripeGateway]:
+    app.state["settlement_gateway"] = gateway
+    yield gateway
+    app.state.pop("settlement_gateway", None)
+
+
+async def test_finance_lists_and_retries_payouts_and_other_organizations_get_404(
+    client: Client,
+    books: Books,
+    sessionmaker: SessionMaker,
+    simulator: SimulatorControl,
+    app_gateway: StripeGateway,
+) -> None:
+    await link_accounts(sessionmaker, books, app_gateway, simulator)
+    week = await approved_week(client, books, sessionmaker)
+    cafe_id = str(week["cafe"]["id"])
+    await simulator.add_fault("/v1/transfers", method="POST", mode="error", status=400)
+    async with sessionmaker() as session:
+        await payouts.pay_statement(session, app_gateway, uuid.UUID(cafe_id))
+    staff = Staff(client)
+
+    own = await client.get(
+        "/api/v1/payouts",
+        params={"statement_id": cafe_id},
+        headers=await staff("finance@cafe.test"),
+    )
+    assert own.status_code == 200, own.text
+    [failed] = own.json()["items"]
+    assert (failed["status"], failed["generation"]) == ("failed", 1)
+    assert failed["amount"] == week["cafe"]["net"] and failed["failure_code"]
+    bank_view = await client.get(
+        f"/api/v1/payouts/{failed['id']}", headers=await staff("finance@bank.test")
+    )
+    assert bank_view.status_code == 404 and bank_view.json()["code"] == "payout_not_found"
+    assert (await client.get("/api/v1/payouts", headers=await staff("finance@bank.test"))).json()[
+        "total"
+    ] == 0
+    cashier = await client.post(
+        f"/api/v1/payouts/{failed['id']}/retry", headers=await staff("cashier@cafe.test")
+    )
+    assert cashier.status_code == 403
+
+    retried = await client.post(
+        f"/api/v1/payouts/{failed['id']}/retry", headers=await staff(CARRIER_FINANCE)
+    )
+    assert retried.status_code == 200, retried.text
+    assert (retried.json()["status"], retried.json()["generation"]) == ("succeeded", 2)
+    again = await client.post(
+        f"/api/v1/payouts/{retried.json()['id']}/retry", headers=await staff(CARRIER_FINANCE)
+    )
+    assert again.json()["id"] == retried.json()["id"]
+    assert await stripe_transfers(app_gateway, cafe_id) == [week["cafe"]["net"]]
+
+
+async def test_a_merchant_admin_creates_its_connected_account_once_and_gets_a_link(
+    client: Client, books: Books, sessionmaker: SessionMaker, app_gateway: StripeGateway
+) -> None:
+    staff = Staff(client)
+    body = {"refresh_url": "https://cafe.test/refresh", "return_url": "https://cafe.test/done"}
+    url = f"/api/v1/organizations/{books.cafe}/stripe-account"
+    first = await client.post(url, json=body, headers=await staff("admin@cafe.test"))
+    assert first.status_code == 200, first.text
+    assert first.json()["connected_account_id"].startswith("acct_")
+    assert first.json()["onboarding_status"] == "pending"
+    assert first.json()["onboarding_url"].startswith("http")
+    second = await client.post(url, json=body, headers=await staff("admin@cafe.test"))
+    assert second.json()["connected_account_id"] == first.json()["connected_account_id"]
+    other = await client.post(url, json=body, headers=await staff("admin@bank.test"))
+    assert other.status_code == 404
+    finance = await client.post(url, json=body, headers=await staff("finance@cafe.test"))
+    assert finance.status_code == 403
+    async with sessionmaker() as session:
+        stored = await session.get_one(StripeAccount, books.cafe)
+        assert stored.connected_account_id == first.json()["connected_account_id"]
