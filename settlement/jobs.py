@@ -8,7 +8,7 @@ from coalition.platform.db import utcnow
 from coalition.platform.jobs import JobContext, JobRegistry, job_session
 from coalition.platform.settings import get_settings
 from coalition.settlement.gateway import SettlementGateway
-from coalition.settlement.services import payouts, statements
+from coalition.settlement.services import payouts, statements, stripe_events
 from coalition.settlement.stripe_gateway import StripeGateway
 
 registry = JobRegistry("settlement")
@@ -54,3 +54,13 @@ async def pay_approved_statements(ctx: JobContext) -> int:
 
 
 registry.cron(pay_approved_statements, minute={7, 37}, second=0)
+
+
+@registry.job(timeout=600)
+async def ingest_stripe_events(ctx: JobContext) -> int:
+    """The webhook backstop: handle Stripe events after the stored cursor; the number new."""
+    async with job_session(ctx) as session:
+        return await stripe_events.poll_events(session, _gateway(ctx))
+
+
+registry.cron(ingest_stripe_events, minute=set(range(0, 60, 5)), second=30)

@@ -285,7 +285,7 @@ class StatementLine(SQLModel, table=True):
 
 ONBOARDING_STATUSES = ("pending", "complete", "restricted")
 PAYOUT_DIRECTIONS = ("transfer", "collection")
-PAYOUT_STATUSES = ("in_flight", "processing", "succeeded", "failed")
+PAYOUT_STATUSES = ("in_flight", "processing", "succeeded", "failed", "reversed")
 
 
 class StripeAccount(SQLModel, table=True):
@@ -347,4 +347,28 @@ class PayoutAttempt(SQLModel, table=True):
     failure_code: str | None = Field(default=None, max_length=64)
     failure_message: str | None = Field(default=None, max_length=500)
     created_at: datetime = timestamp_field(now=True)
+    updated_at: datetime = timestamp_field(now=True)
+
+
+class StripeEvent(SQLModel, table=True):
+    """A Stripe event handled once: its id is the key, so a webhook delivered twice, or seen
+    both as a webhook and by the polling backstop, is processed once."""
+
+    __tablename__ = "stripe_event"
+
+    id: str = Field(primary_key=True, max_length=255)
+    type: str = Field(max_length=100)
+    source: str = Field(max_length=16)  # webhook | poll
+    outcome: str = Field(max_length=200)
+    created: datetime = timestamp_field()
+    received_at: datetime = timestamp_field(now=True)
+
+
+class StripeEventCursor(SQLModel, table=True):
+    """Where the polling backstop stopped: the newest event id it has listed."""
+
+    __tablename__ = "stripe_event_cursor"
+
+    name: str = Field(primary_key=True, max_length=32)
+    event_id: str = Field(max_length=255)
     updated_at: datetime = timestamp_field(now=True)

@@ -1,4 +1,4 @@
-"""payouts: Stripe identities of organizations and payout / collection attempts
+"""payouts: Stripe identities of organizations, payout / collection attempts, Stripe events
 
 Revision ID: 0009
 Revises: 0008
@@ -8,7 +8,9 @@ Create Date: 2026-12-01
   payment method (collections) and onboarding status.
 - `payout_attempt`: one row per statement and attempt generation, with its deterministic
   idempotency key, amount, destination, status, Stripe id and ledger hold / settle entries;
-  at most one attempt per statement that is not `failed` (a partial unique index).
+  at most one attempt per statement that is open or succeeded (a partial unique index).
+- `stripe_event`: every Stripe event handled, keyed by its id (handled once);
+  `stripe_event_cursor`: where the polling backstop stopped.
 """
 
 from collections.abc import Sequence
@@ -24,6 +26,23 @@ depends_on: str | Sequence[str] | None = None
 
 
 def upgrade() -> None:
+    op.create_table(
+        "stripe_event",
+        sa.Column("id", sqlmodel.sql.sqltypes.AutoString(length=255), nullable=False),
+        sa.Column("type", sqlmodel.sql.sqltypes.AutoString(length=100), nullable=False),
+        sa.Column("source", sqlmodel.sql.sqltypes.AutoString(length=16), nullable=False),
+        sa.Column("outcome", sqlmodel.sql.sqltypes.AutoString(length=200), nullable=False),
+        sa.Column("created", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("received_at", sa.DateTime(timezone=True), nullable=False),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_stripe_event")),
+    )
+    op.create_table(
+        "stripe_event_cursor",
+        sa.Column("name", sqlmodel.sql.sqltypes.AutoString(length=32), nullable=False),
+        sa.Column("event_id", sqlmodel.sql.sqltypes.AutoString(length=255), nullable=False),
+        sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
+        sa.PrimaryKeyConstraint("name", name=op.f("pk_stripe_event_cursor")),
+    )
     op.create_table(
         "stripe_account",
         sa.Column("org_id", sa.Uuid(), nullable=False),
@@ -74,7 +93,7 @@ def upgrade() -> None:
             "direction IN ('transfer', 'collection')", name=op.f("ck_payout_attempt_direction")
         ),
         sa.CheckConstraint(
-            "status IN ('in_flight', 'processing', 'succeeded', 'failed')",
+            "status IN ('in_flight', 'processing', 'succeeded', 'failed', 'reversed')",
             name=op.f("ck_payout_attempt_status"),
         ),
         sa.CheckConstraint("amount > 0", name=op.f("ck_payout_attempt_amount_positive")),
@@ -132,3 +151,5 @@ def downgrade() -> None:
     op.drop_index(op.f("ix_payout_attempt_org_id"), table_name="payout_attempt")
     op.drop_table("payout_attempt")
     op.drop_table("stripe_account")
+    op.drop_table("stripe_event_cursor")
+    op.drop_table("stripe_event")

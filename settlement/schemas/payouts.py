@@ -42,3 +42,8 @@ class ConnectedAccountRead(Response):
     onboarding_status: str
     onboarding_url: str | None = None
     onboarding_expires_at: datetime | None = None
+
+
+class WebhookReceipt(Response):
+    event_id: str
+    duplicate: bool

@@ -539,3 +539,18 @@ async def connect_account(
     )
     await session.commit()
     return read
+
+
+async def finish_attempt(
+    session: AsyncSession, attempt: PayoutAttempt, stripe_id: str, now: datetime
+) -> None:
+    """Stripe confirmed the attempt (a webhook): the posting after, and the statement settled.
+    In the caller's transaction."""
+    await _finish(session, attempt, stripe_id, now)
+
+
+async def fail_attempt(
+    session: AsyncSession, attempt: PayoutAttempt, now: datetime, *, code: str, message: str
+) -> None:
+    """Stripe refused the attempt for good (a webhook): the hold is released."""
+    await _fail(session, attempt, None, now, code=code, message=message)

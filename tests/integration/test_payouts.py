@@ -30,6 +30,7 @@ from coalition.settlement.models import (
     PayoutAttempt,
     Statement,
     StripeAccount,
+    StripeEvent,
 )
 from coalition.settlement.services import ledger, payouts
 from coalition.settlement.simulator import SimulatorServer
@@ -37,11 +38,14 @@ from coalition.settlement.simulator.control import SimulatorControl
 from coalition.settlement.stripe_gateway import StripeGateway
 from tests.integration.campaign_helpers import Staff
 from tests.integration.stripe_helpers import (
+    WebhookReceiver,
     gateway,
     make_gateway,
     onboarded_account,
     simulator,
     stripe_server,
+    webhook_receiver,
+    webhook_server,
 )
 from tests.integration.test_statements import (
     CARRIER_FINANCE,
@@ -53,7 +57,14 @@ from tests.integration.test_statements import (
     close,
 )
 
-__all__ = ["books", "gateway", "simulator", "stripe_server"]  # fixtures
+__all__ = [
+    "books",
+    "gateway",
+    "simulator",
+    "stripe_server",
+    "webhook_receiver",
+    "webhook_server",
+]  # fixtures
 
 
 def three_way(books: Books, discount: int) -> RedemptionFunding:
@@ -450,3 +461,106 @@ async def test_a_merchant_admin_creates_its_connected_account_once_and_gets_a_li
     async with sessionmaker() as session:
         stored = await session.get_one(StripeAccount, books.cafe)
         assert stored.connected_account_id == first.json()["connected_account_id"]
+
+
+# --- Stripe events: webhooks and the polling backstop ------------------------------------------
+
+
+async def paid_cafe(
+    client: Client,
+    books: Books,
+    sessionmaker: SessionMaker,
+    simulator: SimulatorControl,
+    gateway: StripeGateway,
+) -> PayoutAttempt:
+    await link_accounts(sessionmaker, books, gateway, simulator)
+    cafe = (await approved_week(client, books, sessionmaker))["cafe"]
+    async with sessionmaker() as session:
+        attempt = await payouts.pay_statement(session, gateway, uuid.UUID(str(cafe["id"])))
+    assert attempt is not None and attempt.status == "succeeded" and attempt.stripe_id
+    return attempt
+
+
+async def attempt_status(sessionmaker: SessionMaker, attempt_id: uuid.UUID) -> str:
+    async with sessionmaker() as session:
+        return (await session.get_one(PayoutAttempt, attempt_id)).status
+
+
+async def test_a_webhook_delivered_twice_moves_the_payout_once_and_bad_signatures_are_refused(
+    client: Client,
+    app: Litestar,
+    books: Books,
+    sessionmaker: SessionMaker,
+    stripe_server: SimulatorServer,
+    simulator: SimulatorControl,
+    webhook_receiver: tuple[str, WebhookReceiver],
+) -> None:
+    url, receiver = webhook_receiver
+    endpoint = await simulator.register_webhook_endpoint(url, enabled_events=["transfer.reversed"])
+    verifier = make_gateway(stripe_server, webhook_secret=str(endpoint["secret"]))
+    app.state["settlement_gateway"] = verifier
+    try:
+        attempt = await paid_cafe(client, books, sessionmaker, simulator, verifier)
+        await simulator.webhook_fault("duplicate", event_type="transfer.reversed")
+        await verifier.reverse_transfer(str(attempt.stripe_id), idempotency_key="reverse-1")
+        await simulator.flush_webhooks()
+        deliveries = [r for r in receiver.received if b"transfer.reversed" in r.body]
+        assert len(deliveries) == 2 and deliveries[0].body == deliveries[1].body
+
+        answers = []
+        for delivery in deliveries:  # what Stripe sent, byte for byte, to our endpoint
+            response = await client.post(
+                "/api/v1/stripe/webhooks",
+                content=delivery.body,
+                headers={
+                    "Stripe-Signature": delivery.headers["stripe-signature"],
+                    "Content-Type": "application/json",
+                },
+            )
+            assert response.status_code == 200, response.text
+            answers.append(response.json()["duplicate"])
+        assert answers == [False, True]
+        assert await attempt_status(sessionmaker, attempt.id) == "reversed"
+        async with sessionmaker() as session:
+            stored = (await session.execute(select(StripeEvent))).scalars().all()
+        assert [(e.type, e.source) for e in stored] == [("transfer.reversed", "webhook")]
+
+        forged = await client.post(
+            "/api/v1/stripe/webhooks",
+            content=deliveries[0].body.replace(b"transfer.reversed", b"transfer.reverseX"),
+            headers={"Stripe-Signature": deliveries[0].headers["stripe-signature"]},
+        )
+        assert forged.status_code == 422
+        assert forged.json()["code"] == "webhook_signature_invalid"
+        assert forged.json()["field"] == "Stripe-Signature"
+        unsigned = await client.post("/api/v1/stripe/webhooks", content=deliveries[0].body)
+        assert unsigned.status_code == 422
+    finally:
+        app.state.pop("settlement_gateway", None)
+        await verifier.aclose()
+
+
+async def test_the_polling_backstop_handles_an_event_whose_webhook_never_came(
+    client: Client,
+    books: Books,
+    sessionmaker: SessionMaker,
+    simulator: SimulatorControl,
+    gateway: StripeGateway,
+    webhook_receiver: tuple[str, WebhookReceiver],
+) -> None:
+    url, receiver = webhook_receiver
+    await simulator.register_webhook_endpoint(url, enabled_events=["transfer.reversed"])
+    attempt = await paid_cafe(client, books, sessionmaker, simulator, gateway)
+    await simulator.webhook_fault("drop", event_type="transfer.reversed")
+    await gateway.reverse_transfer(str(attempt.stripe_id), idempotency_key="reverse-1")
+    await simulator.flush_webhooks()
+    assert not [r for r in receiver.received if b"transfer.reversed" in r.body]
+    assert await attempt_status(sessionmaker, attempt.id) == "succeeded"
+
+    ctx = {"sessionmaker": sessionmaker, "dispatcher": None, "settlement_gateway": gateway}
+    assert await jobs.ingest_stripe_events(ctx) == 1
+    assert await attempt_status(sessionmaker, attempt.id) == "reversed"
+    assert await jobs.ingest_stripe_events(ctx) == 0  # the cursor moved on; nothing is new
+    async with sessionmaker() as session:
+        [event] = (await session.execute(select(StripeEvent))).scalars().all()
+    assert (event.type, event.source) == ("transfer.reversed", "poll")
