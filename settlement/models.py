@@ -27,6 +27,7 @@ from sqlalchemy import (
     CheckConstraint,
     Column,
     Date,
+    ForeignKey,
     ForeignKeyConstraint,
     Index,
     PrimaryKeyConstraint,
@@ -278,3 +279,96 @@ class StatementLine(SQLModel, table=True):
     funder_shares: list[dict[str, Any]] = Field(
         default_factory=list, sa_column=Column(JSONB, nullable=False)
     )
+
+
+# --- payouts and collections (migration 0009) -------------------------------------------------
+
+ONBOARDING_STATUSES = ("pending", "complete", "restricted")
+PAYOUT_DIRECTIONS = ("transfer", "collection")
+PAYOUT_STATUSES = ("in_flight", "processing", "succeeded", "failed", "reversed")
+
+
+class StripeAccount(SQLModel, table=True):
+    """An organization's Stripe identities: the Connect account transfers go to, and the
+    customer and saved payment method collections charge."""
+
+    __tablename__ = "stripe_account"
+    __table_args__ = (
+        CheckConstraint(_in("onboarding_status", ONBOARDING_STATUSES), name="onboarding_status"),
+    )
+
+    org_id: uuid.UUID = Field(
+        sa_column=Column(Uuid, ForeignKey("organization.id", ondelete="RESTRICT"), primary_key=True)
+    )
+    connected_account_id: str | None = Field(default=None, max_length=64, unique=True)
+    onboarding_status: str = Field(default="pending", max_length=16)
+    customer_id: str | None = Field(default=None, max_length=64)
+    payment_method_id: str | None = Field(default=None, max_length=64)
+    created_at: datetime = timestamp_field(now=True)
+    updated_at: datetime = timestamp_field(now=True)
+
+
+class PayoutAttempt(SQLModel, table=True):
+    """One attempt (generation) at settling an approved statement through Stripe: a transfer
+    to the organization's connected account or a collection from its saved payment method.
+    Retries of an attempt reuse its idempotency key; only a definite failure opens the next
+    generation. `hold_entry_id`: the ledger hold written before the call; `settle_entry_id`:
+    the posting after it (or the release of the hold after a definite failure)."""
+
+    __tablename__ = "payout_attempt"
+    __table_args__ = (
+        UniqueConstraint("statement_id", "generation"),
+        CheckConstraint(_in("direction", PAYOUT_DIRECTIONS), name="direction"),
+        CheckConstraint(_in("status", PAYOUT_STATUSES), name="status"),
+        CheckConstraint("amount > 0", name="amount_positive"),
+        CheckConstraint("generation >= 1", name="generation"),
+        Index(
+            "uq_payout_attempt_one_open",
+            "statement_id",
+            unique=True,
+            postgresql_where=text("status IN ('in_flight', 'processing', 'succeeded')"),
+        ),
+    )
+
+    id: uuid.UUID = id_field()
+    statement_id: uuid.UUID = fk("statement.id", index=False)  # the unique constraint serves
+    org_id: uuid.UUID = org_fk()
+    generation: int
+    direction: str = Field(max_length=16)
+    idempotency_key: str = Field(max_length=200, unique=True)
+    amount: int = Field(sa_column=Column(BigInteger, nullable=False))
+    currency: str = Field(max_length=3)
+    destination: str = Field(max_length=64)  # connected account (transfer) or customer
+    status: str = Field(default="in_flight", max_length=16)
+    stripe_id: str | None = Field(default=None, max_length=64, index=True)
+    hold_entry_id: uuid.UUID = fk("journal_entry.id", index=False)
+    settle_entry_id: uuid.UUID | None = fk("journal_entry.id", index=False, nullable=True)
+    tries: int = 0
+    failure_code: str | None = Field(default=None, max_length=64)
+    failure_message: str | None = Field(default=None, max_length=500)
+    created_at: datetime = timestamp_field(now=True)
+    updated_at: datetime = timestamp_field(now=True)
+
+
+class StripeEvent(SQLModel, table=True):
+    """A Stripe event handled once: its id is the key, so a webhook delivered twice, or seen
+    both as a webhook and by the polling backstop, is processed once."""
+
+    __tablename__ = "stripe_event"
+
+    id: str = Field(primary_key=True, max_length=255)
+    type: str = Field(max_length=100)
+    source: str = Field(max_length=16)  # webhook | poll
+    outcome: str = Field(max_length=200)
+    created: datetime = timestamp_field()
+    received_at: datetime = timestamp_field(now=True)
+
+
+class StripeEventCursor(SQLModel, table=True):
+    """Where the polling backstop stopped: the newest event id it has listed."""
+
+    __tablename__ = "stripe_event_cursor"
+
+    name: str = Field(primary_key=True, max_length=32)
+    event_id: str = Field(max_length=255)
+    updated_at: datetime = timestamp_field(now=True)

@@ -1,5 +1,5 @@
 """The settlement domain's HTTP API, one module per area."""
 
-from coalition.settlement.controllers import ledger, statements
+from coalition.settlement.controllers import ledger, payouts, statements, stripe_webhooks
 
-ROUTES = [*ledger.ROUTES, *statements.ROUTES]
+ROUTES = [*ledger.ROUTES, *statements.ROUTES, *payouts.ROUTES, *stripe_webhooks.ROUTES]
