@@ -2,7 +2,7 @@
 kept per day and slot as redemptions and reversals happen (participant order)
 
 Revision ID: 0013
-Revises: 0008
+Revises: 0009
 Create Date: 2026-12-01
 """
 
@@ -13,7 +13,7 @@ from alembic import op
 from sqlalchemy.dialects import postgresql
 
 revision: str = "0013"
-down_revision: str | None = "0008"
+down_revision: str | None = "0009"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
