@@ -572,7 +572,7 @@ def main() -> int:
         f"{CAMPAIGNS} weekly campaigns, weeks from {weeks_start.isoformat()}"
     )
     print(f"machine: {os.cpu_count()} CPUs, Python {sys.version.split()[0]}")
-    with fresh_database() as (database_url, where):
+    with fresh_database() as (database_url, where, _pgdata):
         print(f"database: {where}")
         began = time.perf_counter()
         migrate.upgrade(database_url)
