@@ -123,9 +123,18 @@ class Phase:
         def fmt(value: float | None) -> str:
             return "   n/a" if value is None else f"{value:6.1f}"
 
+        cores = self.seconds * (os.cpu_count() or 1)
+        if self.postgres is None and self.machine is not None and self.seconds > 0:
+            # The server's processes are not visible from here (another PID namespace):
+            # PostgreSQL and everything else on the machine, together.
+            rest = max(0.0, self.machine - self.own)
+            return (
+                f"CPU s: this process {fmt(self.own)}, PostgreSQL + other processes "
+                f"{fmt(rest)}  (the machine was {self.machine / cores:.0%} busy)"
+            )
         share = ""
         if self.others is not None and self.seconds > 0:
-            share = f"  (others used {self.others / (self.seconds * (os.cpu_count() or 1)):.0%}"
+            share = f"  (others used {self.others / cores:.0%}"
             share += " of the machine)"
         return (
             f"CPU s: this process {fmt(self.own)}, PostgreSQL {fmt(self.postgres)}, "
@@ -572,7 +581,7 @@ def main() -> int:
         f"{CAMPAIGNS} weekly campaigns, weeks from {weeks_start.isoformat()}"
     )
     print(f"machine: {os.cpu_count()} CPUs, Python {sys.version.split()[0]}")
-    with fresh_database() as (database_url, where):
+    with fresh_database() as (database_url, where, _pgdata):
         print(f"database: {where}")
         began = time.perf_counter()
         migrate.upgrade(database_url)

@@ -203,19 +203,15 @@ class Statement(SQLModel, table=True):
 class StatementEntry(SQLModel, table=True):
     """Which statement an entry's postings for one organization and currency belong to: the
     primary key puts each in exactly one statement, assigned explicitly at close (never by a
-    watermark), so an entry that commits after a close lands in a later statement."""
+    watermark), so an entry that commits after a close lands in a later statement. No foreign
+    keys (a close links millions of rows): a statement-level trigger checks, once per insert,
+    that every link names an existing entry and an open statement of its organization and
+    currency, and a statement holding links cannot be deleted (migration 0010)."""
 
     __tablename__ = "statement_entry"
-    __table_args__ = (
-        PrimaryKeyConstraint("entry_id", "org_id", "currency"),
-        ForeignKeyConstraint(
-            ["statement_id", "org_id", "currency"],
-            ["statement.id", "statement.org_id", "statement.currency"],
-            ondelete="RESTRICT",
-        ),
-    )
+    __table_args__ = (PrimaryKeyConstraint("entry_id", "org_id", "currency"),)
 
-    entry_id: uuid.UUID = fk("journal_entry.id", index=False)
+    entry_id: uuid.UUID = Field(sa_column=Column(Uuid, nullable=False))
     org_id: uuid.UUID = Field(sa_column=Column(Uuid, nullable=False))
     currency: str = Field(max_length=3)
     statement_id: uuid.UUID = Field(sa_column=Column(Uuid, nullable=False, index=True))

@@ -356,6 +356,34 @@ async def test_a_late_reversal_after_close_lands_in_the_next_period_and_the_clos
                 {"target": week1["id"], "source": week2["id"]},
             )
         await raw.rollback()
+        # Without foreign keys, the statement-level check refuses links to a closed
+        # statement, to another organization's statement and to an entry that does not exist.
+        link = text(
+            "INSERT INTO statement_entry (entry_id, org_id, currency, statement_id) "
+            "SELECT gen_random_uuid(), CAST(:org AS uuid), 'CNY', CAST(:target AS uuid)"
+        )
+        with pytest.raises(DBAPIError, match="not an open statement"):
+            await raw.execute(link, {"org": week1["org_id"], "target": week1["id"]})
+        await raw.rollback()
+        later = uuid.uuid4()
+        open_copy = text(
+            "INSERT INTO statement SELECT (jsonb_populate_record(s, jsonb_build_object("
+            "'id', CAST(:later AS uuid), 'status', 'open', 'closed_at', NULL, "
+            "'closed_by', NULL, 'first_approved_by', NULL, 'first_approved_at', NULL, "
+            "'second_approved_by', NULL, 'second_approved_at', NULL, 'approved_at', NULL, "
+            "'settled_at', NULL, 'settlement_reference', NULL, "
+            "'period_start', s.period_start + interval '700 days', "
+            "'period_end', s.period_end + interval '700 days'))).* "
+            "FROM statement s WHERE s.id = :source"
+        )
+        await raw.execute(open_copy, {"later": later, "source": week1["id"]})
+        with pytest.raises(DBAPIError, match="not an open statement of the linked org"):
+            await raw.execute(link, {"org": uuid.uuid4(), "target": later})
+        await raw.rollback()
+        await raw.execute(open_copy, {"later": later, "source": week1["id"]})
+        with pytest.raises(DBAPIError, match="does not exist"):
+            await raw.execute(link, {"org": week1["org_id"], "target": later})
+        await raw.rollback()
         with pytest.raises(DBAPIError, match="append-only"):
             await raw.execute(
                 text("DELETE FROM statement_entry WHERE statement_id = :id"), {"id": week1["id"]}
