@@ -60,6 +60,9 @@ from typing import Any
 
 import asyncpg
 
+# Stack frames of our code are shown relative to the repository.
+REPOSITORY = f"{Path(__file__).resolve().parent.parent}/"
+
 HOST = "127.0.0.1"
 AMOUNT_OFF = 500  # minor units off per coupon
 REQUEST_TIMEOUT = 120.0
@@ -1133,7 +1136,7 @@ def summarize_errors(lines: list[str], relations: dict[int, str]) -> list[str]:
         kinds = re.findall(r"^([\w.]+(?:Error|Exception)): (.*)$", text, flags=re.MULTILINE)
         kind = f"{kinds[0][0]}: {kinds[0][1]}" if kinds else str(entry.get("event", ""))[:200]
         entry["_ours"] = [
-            f"{m[0].split('/work/main/')[-1]}:{m[1]} in {m[2]}"
+            f"{m[0].removeprefix(REPOSITORY)}:{m[1]} in {m[2]}"
             for m in re.findall(r'File "([^"]+)", line (\d+), in (\w+)', text)
             if "site-packages" not in m[0]
         ]
