@@ -4,14 +4,17 @@ from __future__ import annotations
 
 import uuid
 
+import structlog
+
 from coalition.platform.db import utcnow
 from coalition.platform.jobs import JobContext, JobRegistry, job_session
 from coalition.platform.settings import get_settings
-from coalition.settlement.gateway import SettlementGateway
+from coalition.settlement.gateway import GatewayNotConfigured, SettlementGateway
 from coalition.settlement.services import payouts, statements, stripe_events
 from coalition.settlement.stripe_gateway import StripeGateway
 
 registry = JobRegistry("settlement")
+log = structlog.get_logger(__name__)
 
 
 @registry.job(timeout=3600)
@@ -37,6 +40,17 @@ def _gateway(ctx: JobContext) -> SettlementGateway:
     return gateway
 
 
+def _scheduled_gateway(ctx: JobContext, job: str) -> SettlementGateway | None:
+    """The gateway for a scheduled run, or None when Stripe is not configured: the schedule
+    then skips (with a warning) instead of failing every few minutes. A payout asked for
+    explicitly (`pay_statement`) still fails loudly."""
+    try:
+        return _gateway(ctx)
+    except GatewayNotConfigured:
+        log.warning("stripe_not_configured", job=job)
+        return None
+
+
 @registry.job(timeout=600)
 async def pay_statement(ctx: JobContext, statement_id: str) -> str | None:
     """Pay or collect one approved statement; the attempt's status (None: nothing sent to
@@ -49,8 +63,11 @@ async def pay_statement(ctx: JobContext, statement_id: str) -> str | None:
 @registry.job(timeout=3600)
 async def pay_approved_statements(ctx: JobContext) -> int:
     """Pay or collect every approved statement; the number settled by this run."""
+    gateway = _scheduled_gateway(ctx, "pay_approved_statements")
+    if gateway is None:
+        return 0
     async with job_session(ctx) as session:
-        return await payouts.pay_approved(session, _gateway(ctx))
+        return await payouts.pay_approved(session, gateway)
 
 
 registry.cron(pay_approved_statements, minute={7, 37}, second=0)
@@ -59,8 +76,11 @@ registry.cron(pay_approved_statements, minute={7, 37}, second=0)
 @registry.job(timeout=600)
 async def ingest_stripe_events(ctx: JobContext) -> int:
     """The webhook backstop: handle Stripe events after the stored cursor; the number new."""
+    gateway = _scheduled_gateway(ctx, "ingest_stripe_events")
+    if gateway is None:
+        return 0
     async with job_session(ctx) as session:
-        return await stripe_events.poll_events(session, _gateway(ctx))
+        return await stripe_events.poll_events(session, gateway)
 
 
 registry.cron(ingest_stripe_events, minute=set(range(0, 60, 5)), second=30)

@@ -20,9 +20,10 @@ from coalition.campaigns import codes
 from coalition.campaigns.models import Coupon, Redemption
 from coalition.campaigns.services.redemptions import funding_to_json
 from coalition.platform.db import SessionMaker
+from coalition.platform.settings import Settings
 from coalition.settlement import jobs
 from coalition.settlement.domain import FundingShare, RedemptionFunding
-from coalition.settlement.gateway import statement_transfer_group
+from coalition.settlement.gateway import GatewayNotConfigured, statement_transfer_group
 from coalition.settlement.models import (
     JournalEntry,
     LedgerAccount,
@@ -564,3 +565,18 @@ async def test_the_polling_backstop_handles_an_event_whose_webhook_never_came(
     async with sessionmaker() as session:
         [event] = (await session.execute(select(StripeEvent))).scalars().all()
     assert (event.type, event.source) == ("transfer.reversed", "poll")
+
+
+async def test_scheduled_stripe_jobs_skip_while_stripe_is_not_configured(
+    sessionmaker: SessionMaker, settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Without a Stripe key the schedules skip instead of failing every few minutes; a payout
+    asked for explicitly still fails loudly."""
+    unconfigured = settings.model_copy(update={"stripe_api_key": None, "stripe_api_base": None})
+    monkeypatch.setattr(jobs, "get_settings", lambda: unconfigured)
+    ctx = {"sessionmaker": sessionmaker, "dispatcher": None}
+    assert await jobs.ingest_stripe_events(ctx) == 0
+    assert await jobs.pay_approved_statements(ctx) == 0
+    assert "settlement_gateway" not in ctx
+    with pytest.raises(GatewayNotConfigured):
+        await jobs.pay_statement(ctx, str(uuid.uuid4()))
