@@ -36,6 +36,7 @@ from coalition.campaigns.services.redemptions import (
     VelocityRule,
     Where,
     caller_scope,
+    claim_key,
     evaluate,
     load_coupon,
     parse_code,
@@ -126,15 +127,11 @@ async def reserve(
             field="hold_seconds",
         )
     scope = caller_scope(principal)
-    fingerprint = idempotency.request_fingerprint(
-        "POST", "/online/holds", msgspec.to_builtins(data)
+    replayed = await claim_key(
+        session, scope, idempotency_key, "/online/holds", msgspec.to_builtins(data)
     )
-    replay = await idempotency.begin(
-        session, scope=scope, key=idempotency_key, fingerprint=fingerprint
-    )
-    if replay is not None:
-        await session.rollback()
-        return PosResult(replay.status_code, replay.response, replayed=True)
+    if replayed is not None:
+        return replayed
 
     now = utcnow()
     where = _online(principal)
@@ -212,13 +209,11 @@ async def confirm(
     """Turn a live hold into a redemption (201, exactly as at the till), or refuse with
     `hold_expired`, `hold_released`, `hold_confirmed`."""
     scope = caller_scope(principal)
-    fingerprint = idempotency.request_fingerprint("POST", f"/online/holds/{hold_id}/confirm", {})
-    replay = await idempotency.begin(
-        session, scope=scope, key=idempotency_key, fingerprint=fingerprint
+    replayed = await claim_key(
+        session, scope, idempotency_key, f"/online/holds/{hold_id}/confirm", {}
     )
-    if replay is not None:
-        await session.rollback()
-        return PosResult(replay.status_code, replay.response, replayed=True)
+    if replayed is not None:
+        return replayed
 
     now = utcnow()
     where = _online(principal)

@@ -374,6 +374,19 @@ def caller_scope(principal: Principal) -> str:
     return idempotency.new_scope("online", principal.org_id)
 
 
+async def claim_key(
+    session: AsyncSession, scope: str, key: str, path: str, body: Any
+) -> PosResult | None:
+    """Claim the Idempotency-Key for this request in the caller's transaction; when it was
+    used already, the first answer (and the transaction is rolled back)."""
+    fingerprint = idempotency.request_fingerprint("POST", path, body)
+    replay = await idempotency.begin(session, scope=scope, key=key, fingerprint=fingerprint)
+    if replay is None:
+        return None
+    await session.rollback()
+    return PosResult(replay.status_code, replay.response, replayed=True)
+
+
 @dataclass(frozen=True, slots=True)
 class VelocityRule:
     """A customer redeeming at `partners` different partners within `window` is flagged."""
@@ -525,15 +538,11 @@ async def redeem(
     """Redeem a coupon at this terminal, exactly once per coupon and per Idempotency-Key."""
     stored = parse_code(data.code)
     scope = caller_scope(principal)
-    fingerprint = idempotency.request_fingerprint(
-        "POST", "/pos/redemptions", msgspec.to_builtins(data)
+    replayed = await claim_key(
+        session, scope, idempotency_key, "/pos/redemptions", msgspec.to_builtins(data)
     )
-    replay = await idempotency.begin(
-        session, scope=scope, key=idempotency_key, fingerprint=fingerprint
-    )
-    if replay is not None:
-        await session.rollback()
-        return PosResult(replay.status_code, replay.response, replayed=True)
+    if replayed is not None:
+        return replayed
 
     now = utcnow()
     where = where_of(principal)
@@ -577,15 +586,15 @@ async def reverse(
     discount pro rata). Cumulative refunds never exceed the basket; a full reversal gives the
     coupon back (or lets it expire, releasing its reservation, when its validity is over)."""
     scope = caller_scope(principal)
-    fingerprint = idempotency.request_fingerprint(
-        "POST", f"/pos/redemptions/{redemption_id}/reversals", msgspec.to_builtins(data)
+    replayed = await claim_key(
+        session,
+        scope,
+        idempotency_key,
+        f"/pos/redemptions/{redemption_id}/reversals",
+        msgspec.to_builtins(data),
     )
-    replay = await idempotency.begin(
-        session, scope=scope, key=idempotency_key, fingerprint=fingerprint
-    )
-    if replay is not None:
-        await session.rollback()
-        return PosResult(replay.status_code, replay.response, replayed=True)
+    if replayed is not None:
+        return replayed
 
     now = utcnow()
     redemption = (
