@@ -65,10 +65,6 @@ class TerminalNotChosen(ValidationFailed):
     code, title = "terminal_required", "Choose the terminal you are working at"
 
 
-async def _form(request: Request[Any, Any, Any]) -> Any:
-    return await request.form()
-
-
 def _start_of_local_day(now: datetime, zone: str) -> datetime:
     local = now.astimezone(ZoneInfo(zone))
     return local.replace(hour=0, minute=0, second=0, microsecond=0)
@@ -232,7 +228,7 @@ async def upload_issuance(
 ) -> Response[Any]:
     """Bulk issuance from an uploaded CSV (a `customer_id` or `phone` column)."""
     principal = campaign_manager(visitor)
-    form = await _form(request)
+    form = await request.form()
     upload = form.get("targets")
     content = await upload.read() if isinstance(upload, UploadFile) else b""
     try:
@@ -302,7 +298,7 @@ async def _answer_proposal(
     accept: bool,
 ) -> Response[Any]:
     principal = visitor.enter("proposals")
-    form = await _form(request)
+    form = await request.form()
     try:
         if accept:
             version = int(str(form.get("terms_version", "0")) or "0")
@@ -417,7 +413,7 @@ async def choose_terminal(
     request: Request[Any, Any, Any], visitor: Visitor, session: AsyncSession
 ) -> Response[Any]:
     principal = visitor.enter("pos")
-    form = await _form(request)
+    form = await request.form()
     try:
         terminal_id = uuid.UUID(str(form.get("terminal_id", "")))
         await terminals.operate_terminal(session, principal, terminal_id)
@@ -456,7 +452,7 @@ async def pos_quote(
     till = await _till(visitor, session)
     if till is None:
         return redirect(visitor, "/portal/pos")
-    form = await _form(request)
+    form = await request.form()
     values = {"code": str(form.get("code", "")), "basket": str(form.get("basket", ""))}
     try:
         quote = await redemptions.quote_coupon(
@@ -488,7 +484,7 @@ async def pos_redeem(
     till = await _till(visitor, session)
     if till is None:
         return redirect(visitor, "/portal/pos")
-    form = await _form(request)
+    form = await request.form()
     values = {"code": str(form.get("code", "")), "basket": str(form.get("basket", ""))}
     key = str(form.get("idempotency_key", "")) or new_idempotency_key()
     try:
@@ -548,7 +544,7 @@ async def pos_reverse(
     till = await _till(visitor, session)
     if till is None:
         return redirect(visitor, "/portal/pos")
-    form = await _form(request)
+    form = await request.form()
     key = str(form.get("idempotency_key", "")) or new_idempotency_key()
     try:
         refund_text = str(form.get("refund", "")).strip()
@@ -598,7 +594,7 @@ async def customer_send_code(
     redis: Redis,
     settings: Settings,
 ) -> Response[str]:
-    form = await _form(request)
+    form = await request.form()
     phone = str(form.get("phone", ""))
     try:
         await customers.request_otp(
@@ -637,7 +633,7 @@ async def customer_verify(
     redis: Redis,
     settings: Settings,
 ) -> Response[Any]:
-    form = await _form(request)
+    form = await request.form()
     phone, code = str(form.get("phone", "")), str(form.get("code", ""))
     try:
         token = await customers.exchange_otp(
@@ -681,7 +677,7 @@ async def customer_claim(
     settings: Settings,
 ) -> Response[Any]:
     principal = visitor.customer_principal()
-    form = await _form(request)
+    form = await request.form()
     key = str(form.get("idempotency_key", "")) or new_idempotency_key()
     try:
         # Claims run on a bare connection outside any transaction, as for the API.

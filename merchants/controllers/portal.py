@@ -56,10 +56,6 @@ from coalition.platform.web import (
 PAGE = 100
 
 
-async def _form(request: Request[Any, Any, Any]) -> Any:
-    return await request.form()
-
-
 # --- sign in / out, language ------------------------------------------------------------------
 
 
@@ -78,7 +74,7 @@ async def login_submit(
     redis: Redis,
     settings: Settings,
 ) -> Response[Any]:
-    form = await _form(request)
+    form = await request.form()
     email, password = str(form.get("email", "")), str(form.get("password", ""))
     try:
         tokens = await identity.login(
@@ -110,7 +106,7 @@ async def logout(visitor: Visitor, session: AsyncSession) -> Redirect:
 
 @post("/language")
 async def switch_language(request: Request[Any, Any, Any], visitor: Visitor) -> Redirect:
-    form = await _form(request)
+    form = await request.form()
     language = str(form.get("lang", ""))
     if language in LANGUAGES:
         visitor.extra_cookies.append(
@@ -139,7 +135,7 @@ async def invitation_page(token: str, visitor: Visitor) -> Response[str]:
 async def accept_invitation(
     token: str, request: Request[Any, Any, Any], visitor: Visitor, session: AsyncSession
 ) -> Response[Any]:
-    form = await _form(request)
+    form = await request.form()
     try:
         data = parse_form(form, AcceptInvitationRequest, token=token)
         await organizations.accept_invitation(
@@ -188,7 +184,7 @@ async def add_store(
     request: Request[Any, Any, Any], visitor: Visitor, session: AsyncSession
 ) -> Response[Any]:
     principal = visitor.enter("stores")
-    form = await _form(request)
+    form = await request.form()
     try:
         data = parse_form(form, StoreCreate)
         await stores.add_store(session, principal, principal.org_id, data)
@@ -249,7 +245,7 @@ async def register_terminal(
     request: Request[Any, Any, Any], visitor: Visitor, session: AsyncSession
 ) -> Response[str]:
     principal = visitor.enter("terminals")
-    form = await _form(request)
+    form = await request.form()
     try:
         store_id = uuid.UUID(str(form.get("store_id", "")))
     except ValueError:
@@ -317,7 +313,7 @@ async def invite_staff(
     request: Request[Any, Any, Any], visitor: Visitor, session: AsyncSession, settings: Settings
 ) -> Response[str]:
     principal = visitor.enter("staff")
-    form = await _form(request)
+    form = await request.form()
     try:
         data = parse_form(form, InviteStaffRequest)
         invitation = await staff.invite_staff(session, settings, principal, principal.org_id, data)
@@ -373,7 +369,7 @@ async def issue_api_key(
     request: Request[Any, Any, Any], visitor: Visitor, session: AsyncSession
 ) -> Response[str]:
     principal = visitor.enter("api_keys")
-    form = await _form(request)
+    form = await request.form()
     try:
         data = parse_form(form, ApiKeyCreate, scopes=form.getall("scopes", []))
         _, secret = await api_keys.issue_api_key(session, principal, principal.org_id, data)
@@ -421,7 +417,7 @@ async def create_webhook(
     request: Request[Any, Any, Any], visitor: Visitor, session: AsyncSession
 ) -> Response[Any]:
     principal = visitor.enter("webhooks")
-    form = await _form(request)
+    form = await request.form()
     try:
         data = parse_form(form, WebhookEndpointCreate, event_types=form.getall("event_types", []))
         endpoint = await webhooks.create_endpoint(session, principal, principal.org_id, data)
@@ -511,7 +507,7 @@ async def invite_partner(
     request: Request[Any, Any, Any], visitor: Visitor, session: AsyncSession, settings: Settings
 ) -> Response[str]:
     principal = visitor.enter("partners")
-    form = await _form(request)
+    form = await request.form()
     cities = [c.strip() for c in str(form.get("cities", "")).split(",") if c.strip()]
     try:
         data = parse_form(form, InviteMerchantRequest, cities=cities)
