@@ -65,7 +65,7 @@ from coalition.campaigns.services import figures, slots
 from coalition.campaigns.services.coupons import CampaignNotActive, funding_of
 from coalition.platform import audit, idempotency
 from coalition.platform.auth import Principal
-from coalition.platform.db import utcnow
+from coalition.platform.db import driver_connection, utcnow
 from coalition.platform.errors import DomainError, Forbidden, NotFound, ValidationFailed
 from coalition.platform.jobs import commit, enqueue
 from coalition.platform.settings import Settings
@@ -336,16 +336,6 @@ def _canonical_uuid(raw: str) -> str | None:
         return None
 
 
-async def _driver(session: AsyncSession) -> Any:
-    """The asyncpg connection under the session, inside the session's open transaction."""
-    connection = await session.connection()
-    raw = await connection.get_raw_connection()
-    driver = raw.driver_connection
-    if driver is None or not driver.is_in_transaction():
-        raise RuntimeError("bulk statements must run inside the session's transaction")
-    return driver
-
-
 async def _campaign_to_issue(
     session: AsyncSession, principal: Principal | None, campaign_id: uuid.UUID
 ) -> Campaign:
@@ -446,7 +436,7 @@ async def store_upload(
     batch.total = parsed.total
     session.add(batch)
     await session.flush()
-    driver = await _driver(session)
+    driver = await driver_connection(session)
     if parsed.kind == "customer_id":
         await driver.copy_records_to_table(
             "issue_batch_target",
@@ -960,7 +950,7 @@ async def _issue_chunk(session: AsyncSession, run: _Run) -> _Chunk:
     ).scalar_one()
     if batch.status == "pending":
         batch.status, batch.started_at = "running", now
-    driver = await _driver(session)
+    driver = await driver_connection(session)
     targets = await driver.fetch(_NEXT_TARGETS, batch.id, batch.done_through_row, chunk_size)
     if not targets:
         _stop(batch, "completed", now, None)

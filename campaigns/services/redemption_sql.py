@@ -19,11 +19,9 @@ from datetime import date, datetime
 from typing import Any, TypeVar
 
 import asyncpg
-from sqlalchemy.ext.asyncio import AsyncSession
 
 from coalition.campaigns.models import Campaign, Coupon, Redemption
 from coalition.campaigns.services.figures import ADD_FUNDER_SPENT
-from coalition.platform.db import driver_connection
 
 _COUPON = [c.key for c in Coupon.__table__.columns]  # type: ignore[attr-defined]
 _CAMPAIGN = [c.key for c in Campaign.__table__.columns]  # type: ignore[attr-defined]
@@ -75,11 +73,6 @@ ON CONFLICT (campaign_id, day, slot) DO UPDATE SET
 STORE_RESPONSE = (
     "UPDATE idempotency_record SET status_code = $3, response = $4 WHERE scope = $1 AND key = $2"
 )
-
-
-async def driver(session: AsyncSession) -> asyncpg.Connection:
-    """The asyncpg connection under the session's current transaction (begun already)."""
-    return await driver_connection(session)
 
 
 ModelT = TypeVar("ModelT", Coupon, Campaign)

@@ -60,7 +60,7 @@ from coalition.campaigns.services.coupons import (
 from coalition.merchants.services import webhooks
 from coalition.platform import idempotency
 from coalition.platform.auth import Principal
-from coalition.platform.db import utcnow
+from coalition.platform.db import driver_connection, utcnow
 from coalition.platform.errors import Conflict, DomainError, NotFound, ValidationFailed
 from coalition.platform.jobs import commit
 from coalition.platform.settings import Settings
@@ -199,7 +199,7 @@ async def load_coupon(
     order, whether the store may redeem, the carrier, and (with `velocity_since`) the partners
     its holder redeemed at since then: one statement (`redemption_sql.LOAD`). The rows come
     back detached: changes to them are written by explicit statements."""
-    connection = await redemption_sql.driver(session)
+    connection = await driver_connection(session)
     loaded = await redemption_sql.load(
         connection,
         code=code,
@@ -453,7 +453,7 @@ async def record_redemption(
         redeemed_at=now,
     )
     # Plain SQL on the transaction's connection (see `redemption_sql`): the hot path.
-    connection = await redemption_sql.driver(session)
+    connection = await driver_connection(session)
     try:
         await redemption_sql.insert_redemption(connection, redemption)
     except asyncpg.UniqueViolationError as exc:
@@ -565,7 +565,7 @@ async def redeem(
     )
     body: dict[str, Any] = msgspec.to_builtins(redemption_read(redemption, loaded.coupon.code))
     await redemption_sql.store_response(
-        await redemption_sql.driver(session), scope, idempotency_key, 201, body
+        await driver_connection(session), scope, idempotency_key, 201, body
     )
     await commit(session)
     return PosResult(201, body, replayed=False)
