@@ -135,10 +135,16 @@ def playwright(portal_server: PortalServer) -> Iterator[Playwright]:
         yield driver
 
 
-@pytest.fixture(scope="module")
-def browser(playwright: Playwright) -> Iterator[Browser]:
+@pytest.fixture(scope="session")
+def screenshots() -> Path:
+    """Emptied once per run, so that every module's screenshots are kept."""
     shutil.rmtree(SCREENSHOTS, ignore_errors=True)
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    return SCREENSHOTS
+
+
+@pytest.fixture(scope="module")
+def browser(playwright: Playwright, screenshots: Path) -> Iterator[Browser]:
     browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
     yield browser
     browser.close()
@@ -157,9 +163,18 @@ def last_code_texted_to(outbox: Path, phone: str) -> str:
 class Portal:
     """One browser context (its own cookies) on the portal."""
 
-    def __init__(self, browser: Browser, server: PortalServer, locale: str, mobile: bool) -> None:
+    def __init__(
+        self,
+        browser: Browser,
+        server: PortalServer,
+        locale: str,
+        mobile: bool,
+        javascript: bool = True,
+    ) -> None:
         viewport = {"width": 390, "height": 844} if mobile else {"width": 1200, "height": 900}
-        self.context = browser.new_context(locale=locale, viewport=viewport)
+        self.context = browser.new_context(
+            locale=locale, viewport=viewport, java_script_enabled=javascript
+        )
         self.context.set_default_timeout(15_000)
         self.page: Page = self.context.new_page()
         self.base = server.base
@@ -197,8 +212,10 @@ class Portal:
 def portal(browser: Browser, portal_server: PortalServer) -> Iterator[Callable[..., Portal]]:
     opened: list[Portal] = []
 
-    def open_portal(locale: str = "en-US", *, mobile: bool = False) -> Portal:
-        portal = Portal(browser, portal_server, locale, mobile)
+    def open_portal(
+        locale: str = "en-US", *, mobile: bool = False, javascript: bool = True
+    ) -> Portal:
+        portal = Portal(browser, portal_server, locale, mobile, javascript)
         opened.append(portal)
         return portal
 
