@@ -27,6 +27,7 @@ from coalition.platform.demo import DEMO_PASSWORD, seed_demo
 from coalition.platform.migrate import all_metadata
 from coalition.platform.settings import Settings
 from coalition.platform.sms import OUTBOX_FILE
+from coalition.settlement.simulator import DEV_API_KEY, SimulatorConfig, SimulatorServer
 from tests.conftest import ROOT, Servers
 
 CHROMIUM = "/usr/bin/chromium"
@@ -46,6 +47,7 @@ SCREENSHOTS = ROOT / "build" / "e2e-screenshots"
 class PortalServer:
     base: str  # http://127.0.0.1:<port>
     outbox: Path  # where its console SMS gateway writes
+    stripe: str  # the Stripe simulator it pays through (key DEV_API_KEY)
 
 
 def _free_port() -> int:
@@ -66,12 +68,20 @@ async def _fresh_demo(settings: Settings) -> None:
 
 
 @pytest.fixture(scope="module")
+def stripe_simulator() -> Iterator[SimulatorServer]:
+    with SimulatorServer(SimulatorConfig(api_keys=frozenset({DEV_API_KEY}))) as server:
+        yield server
+
+
+@pytest.fixture(scope="module")
 def portal_server(
-    servers: Servers, tmp_path_factory: pytest.TempPathFactory
+    servers: Servers, stripe_simulator: SimulatorServer, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[PortalServer]:
     """The portal on a real uvicorn in its own process, on a loopback port, against the test
     database. It runs with the console SMS gateway writing to a file in a private data
-    directory, where the tests read the one-time codes."""
+    directory, where the tests read the one-time codes, and with Stripe simulated (as
+    `coalition dev` runs it)."""
+    stripe = stripe_simulator
     port = _free_port()
     base = f"http://127.0.0.1:{port}"
     data_dir = tmp_path_factory.mktemp("portal-data")
@@ -84,6 +94,8 @@ def portal_server(
         "COALITION_PUBLIC_URL": base,
         "COALITION_LOGIN_ATTEMPTS_PER_WINDOW": "1000",
         "COALITION_LOG_LEVEL": "WARNING",
+        "COALITION_STRIPE_API_KEY": DEV_API_KEY,
+        "COALITION_STRIPE_API_BASE": stripe.url,
     }
     settings = Settings(
         environment="test", database_url=servers.database_url, redis_url=servers.redis_url
@@ -119,7 +131,7 @@ def portal_server(
         except OSError:
             time.sleep(0.2)
     try:
-        yield PortalServer(base=base, outbox=data_dir / OUTBOX_FILE)
+        yield PortalServer(base=base, outbox=data_dir / OUTBOX_FILE, stripe=stripe.url)
     finally:
         server.terminate()
         server.wait(timeout=20)
