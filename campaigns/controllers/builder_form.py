@@ -159,7 +159,6 @@ class BuilderForm:
     choices: dict[str, str] = field(default_factory=dict)
     participant_rows: list[tuple[str, str, str]] = field(default_factory=list)
     partner_ids: list[uuid.UUID] = field(default_factory=list)
-    store_scope: str = "all"
     chosen_stores: set[str] = field(default_factory=set)
 
     def form_field(self, api_field: str) -> str:
@@ -297,7 +296,8 @@ def read_form(form: FormMultiDict, owner_org_id: uuid.UUID, zone: str) -> Builde
     rows = [("shares", "owner_share", "owner_cap")]
     partner_ids: list[uuid.UUID] = []
     for row in range(PARTNER_ROWS):
-        chosen = read.ids(_all(form, f"partner_{row}")[:1], field_name=f"partner_{row}")
+        partner = read.text(f"partner_{row}")
+        chosen = read.ids([partner] if partner else [], field_name=f"partner_{row}")
         if not chosen:
             continue
         partner_ids.append(chosen[0])
@@ -359,6 +359,5 @@ def read_form(form: FormMultiDict, owner_org_id: uuid.UUID, zone: str) -> Builde
         choices={"store_ids": hint("store_ids")} if scope == "chosen" and not chosen_stores else {},
         participant_rows=rows,
         partner_ids=partner_ids,
-        store_scope=scope,
         chosen_stores=set(chosen_stores),
     )

@@ -65,18 +65,17 @@ async def _check(
 
 
 async def _live_parts(
-    visitor: Visitor, session: AsyncSession, principal: Principal, read: BuilderForm | None
+    visitor: Visitor, session: AsyncSession, principal: Principal, read: BuilderForm
 ) -> dict[str, Any]:
     """What changes with the form: the coupon preview and the participants' stores."""
     assert visitor.staff is not None
-    partners = read.partner_ids if read else []
     return {
-        "preview": read.preview(visitor.staff.org_timezone) if read else None,
+        "preview": read.preview(visitor.staff.org_timezone),
         "store_groups": await directory.participant_stores(
-            session, principal, [principal.org_id, *partners]
+            session, principal, [principal.org_id, *read.partner_ids]
         ),
-        "store_partners": ",".join(str(p) for p in partners),
-        "chosen_stores": read.chosen_stores if read else set(),
+        "store_partners": ",".join(str(p) for p in read.partner_ids),
+        "chosen_stores": read.chosen_stores,
     }
 
 
@@ -86,7 +85,7 @@ async def _builder(
     principal: Principal,
     *,
     values: FormMultiDict,
-    read: BuilderForm | None,
+    read: BuilderForm,
     errors: FieldErrors,
     status: int = 200,
 ) -> Response[str]:
@@ -132,8 +131,9 @@ def campaign_manager(visitor: Visitor) -> Principal:
 @get("/campaigns/new")
 async def builder_page(visitor: Visitor, session: AsyncSession) -> Response[str]:
     principal = campaign_manager(visitor)
+    read = _read(visitor, principal, DEFAULTS)
     return await _builder(
-        visitor, session, principal, values=DEFAULTS, read=None, errors=FieldErrors()
+        visitor, session, principal, values=DEFAULTS, read=read, errors=FieldErrors()
     )
 
 

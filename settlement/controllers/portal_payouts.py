@@ -7,7 +7,7 @@ answers the 404 page), and only finance users retry."""
 from __future__ import annotations
 
 import uuid
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 from urllib.parse import urlencode
 
 import msgspec
@@ -17,7 +17,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from coalition.merchants.services import organizations as org_service
 from coalition.platform.auth import Principal
-from coalition.platform.errors import DomainError, ValidationFailed
+from coalition.platform.errors import DomainError
 from coalition.platform.settings import Settings
 from coalition.platform.web import FieldErrors, Visitor, form_errors, page, redirect
 from coalition.settlement.controllers.payouts import provide_gateway
@@ -41,7 +41,7 @@ class PayoutFilters(msgspec.Struct, kw_only=True, forbid_unknown_fields=False):
     org_id: uuid.UUID | None = None
     statement_id: uuid.UUID | None = None
     status: Literal["in_flight", "processing", "succeeded", "failed", "reversed"] | None = None
-    offset: int = 0
+    offset: Annotated[int, msgspec.Meta(ge=0)] = 0
 
 
 def _filters(request: Request[Any, Any, Any]) -> tuple[PayoutFilters, dict[str, str]]:
@@ -51,10 +51,7 @@ def _filters(request: Request[Any, Any, Any]) -> tuple[PayoutFilters, dict[str, 
         if k in PayoutFilters.__struct_fields__ and k != "offset" and v not in ("", None)
     }
     offset = request.query_params.get("offset") or "0"
-    parsed = msgspec.convert({**query, "offset": offset}, PayoutFilters, strict=False)
-    if parsed.offset < 0:
-        raise ValidationFailed("`offset` cannot be negative", field="offset")
-    return parsed, query
+    return msgspec.convert({**query, "offset": offset}, PayoutFilters, strict=False), query
 
 
 async def _org_names(session: AsyncSession, principal: Principal) -> dict[uuid.UUID, str]:

@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import re
 import uuid
+from dataclasses import dataclass
 
+import pytest
 from litestar import Litestar
 from sqlmodel import col, select
 
@@ -40,25 +42,33 @@ async def _attempts(sessionmaker: SessionMaker) -> dict[uuid.UUID, PayoutAttempt
         return {a.statement_id: a for a in rows.scalars()}
 
 
-async def _failed_transfer_and_collected_debt(
+@dataclass(frozen=True)
+class Attempts:
+    cafe: PayoutAttempt  # the transfer Stripe refused: attempt 1, failed
+    bank: PayoutAttempt  # the debt collected
+    cafe_net: object
+
+
+@pytest.fixture
+async def attempts(
     client: Client,
     books: Books,
     sessionmaker: SessionMaker,
     simulator: SimulatorControl,
-    gateway: StripeGateway,
-) -> tuple[PayoutAttempt, PayoutAttempt, dict[str, dict[str, object]]]:
+    app_gateway: StripeGateway,
+) -> Attempts:
     """The café's transfer refused by Stripe (attempt 1 failed) and the bank's debt collected."""
-    await link_accounts(sessionmaker, books, gateway, simulator)
+    await link_accounts(sessionmaker, books, app_gateway, simulator)
     week = await approved_week(client, books, sessionmaker)
     await simulator.add_fault("/v1/transfers", method="POST", mode="error", status=400)
     for name in ("cafe", "bank"):
         async with sessionmaker() as session:
-            await payouts.pay_statement(session, gateway, uuid.UUID(str(week[name]["id"])))
+            await payouts.pay_statement(session, app_gateway, uuid.UUID(str(week[name]["id"])))
     found = await _attempts(sessionmaker)
     cafe = found[uuid.UUID(str(week["cafe"]["id"]))]
     bank = found[uuid.UUID(str(week["bank"]["id"]))]
     assert (cafe.status, bank.status) == ("failed", "succeeded")
-    return cafe, bank, week
+    return Attempts(cafe, bank, week["cafe"]["net"])
 
 
 def _rows(html: str) -> list[str]:
@@ -67,15 +77,12 @@ def _rows(html: str) -> list[str]:
 
 async def test_carrier_finance_lists_the_attempts_and_retries_a_failed_transfer(
     browser: Open,
-    client: Client,
     books: Books,
     sessionmaker: SessionMaker,
-    simulator: SimulatorControl,
     app_gateway: StripeGateway,
+    attempts: Attempts,
 ) -> None:
-    cafe, bank, week = await _failed_transfer_and_collected_debt(
-        client, books, sessionmaker, simulator, app_gateway
-    )
+    cafe, bank = attempts.cafe, attempts.bank
     async with browser() as b:
         await b.sign_in(CARRIER_FINANCE)
         html = await b.get("/portal/payouts")
@@ -99,6 +106,9 @@ async def test_carrier_finance_lists_the_attempts_and_retries_a_failed_transfer(
         assert len(_rows(one)) == 1 and 'data-testid="statement-filter"' in one
         refused = await b.get("/portal/payouts?status=lost", expect=400)
         assert 'data-testid="error-status"' in refused
+        assert 'data-testid="alert"' in await b.get("/portal/payouts?offset=-1", 400)
+        second = await b.get("/portal/payouts?offset=1")  # pages of 50, newest first
+        assert _rows(second) == rows[1:] and "?offset=0" in second and "Older" not in second
 
         page = await b.get(f"/portal/payouts/{cafe.id}")
         assert 'data-testid="retry-button"' in page
@@ -117,21 +127,14 @@ async def test_carrier_finance_lists_the_attempts_and_retries_a_failed_transfer(
     latest = (await _attempts(sessionmaker))[cafe.statement_id]
     assert (latest.generation, latest.status) == (2, "succeeded")
     assert location == f"/portal/payouts/{latest.id}"
-    assert await stripe_transfers(app_gateway, cafe.statement_id) == [week["cafe"]["net"]]
+    assert await stripe_transfers(app_gateway, cafe.statement_id) == [attempts.cafe_net]
     assert (await statement(sessionmaker, cafe.statement_id)).status == "paid"
 
 
 async def test_a_partner_sees_only_its_own_and_only_finance_retries(
-    browser: Open,
-    client: Client,
-    books: Books,
-    sessionmaker: SessionMaker,
-    simulator: SimulatorControl,
-    app_gateway: StripeGateway,
+    browser: Open, books: Books, sessionmaker: SessionMaker, attempts: Attempts
 ) -> None:
-    cafe, bank, _ = await _failed_transfer_and_collected_debt(
-        client, books, sessionmaker, simulator, app_gateway
-    )
+    cafe, bank = attempts.cafe, attempts.bank
     async with browser() as b:
         await b.sign_in(CAFE_FINANCE)
         html = await b.get("/portal/payouts")
@@ -195,16 +198,9 @@ async def test_a_retry_the_payouts_service_refuses_is_told_on_the_page(
 
 
 async def test_the_payouts_pages_render_in_both_languages(
-    browser: Open,
-    client: Client,
-    books: Books,
-    sessionmaker: SessionMaker,
-    simulator: SimulatorControl,
-    app_gateway: StripeGateway,
+    browser: Open, attempts: Attempts
 ) -> None:
-    cafe, bank, _ = await _failed_transfer_and_collected_debt(
-        client, books, sessionmaker, simulator, app_gateway
-    )
+    cafe, bank = attempts.cafe, attempts.bank
     for language in ("zh-CN", "en"):
         for email in (CARRIER_FINANCE, CAFE_FINANCE, "admin@carrier.test"):
             async with browser(language) as b:
