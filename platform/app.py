@@ -129,6 +129,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
     from coalition.merchants.services.identity import principal_without_lookup, resolve_principal
     from coalition.settlement.controllers import ROUTES as SETTLEMENT_ROUTES
     from coalition.settlement.controllers import portal as settlement_pages
+    from coalition.settlement.controllers import portal_payouts as payout_pages
 
     state = State(
         {
@@ -158,6 +159,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
                     *campaign_pages.PORTAL_PAGES,
                     *portal_builder.PORTAL_PAGES,
                     *settlement_pages.PORTAL_PAGES,
+                    *payout_pages.PORTAL_PAGES,
                 ],
             ),
             web.portal_router("/c", campaign_pages.COUPON_PAGES),

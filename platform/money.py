@@ -89,13 +89,14 @@ def percent_of(amount: int, basis_points: int) -> int:
     return (amount * basis_points + BASIS_POINTS // 2) // BASIS_POINTS
 
 
-_MAJOR_AMOUNT = re.compile(r"^\s*[¥$€£]?\s*(\d{1,13})(?:[.,](\d{1,2}))?\s*$")
+# An amount typed in major units; the portal's forms check the same pattern in the browser.
+MAJOR_AMOUNT = re.compile(r"^\s*[¥$€£]?\s*(\d{1,13})(?:[.,](\d{1,2}))?\s*$")
 
 
 def parse_major_amount(text: str, currency: str) -> int | None:
     """Minor units of an amount a person typed in major units (`25`, `25.5`, `¥25.50`); None when
     it is not such an amount. A currency without minor units takes no decimals."""
-    match = _MAJOR_AMOUNT.match(text or "")
+    match = MAJOR_AMOUNT.match(text or "")
     if match is None:
         return None
     per_major = minor_units_per_major(currency)

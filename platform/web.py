@@ -153,6 +153,8 @@ AREAS: dict[str, Area] = {
     "partners": Area("/portal/partners", "Partners", ("admin", "marketing"), ("carrier",)),
     "statements": Area("/portal/statements", "Statements", ("admin", "finance")),
     "statement_approval": Area("/portal/statements", "Statements", ("finance",), in_menu=False),
+    "payouts": Area("/portal/payouts", "Payouts", ("admin", "finance")),
+    "payout_retry": Area("/portal/payouts", "Payouts", ("finance",), in_menu=False),
     "stores": Area("/portal/stores", "Stores", ("admin",)),
     "terminals": Area("/portal/terminals", "Terminals", ("admin",)),
     "staff": Area("/portal/staff", "Staff", ("admin",)),

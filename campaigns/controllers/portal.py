@@ -35,7 +35,7 @@ from coalition.campaigns.services import (
     workflow,
 )
 from coalition.merchants.controllers.identity import client_ip
-from coalition.merchants.services import terminals
+from coalition.merchants.services import directory, terminals
 from coalition.platform.auth import Principal
 from coalition.platform.db import utcnow
 from coalition.platform.errors import DomainError, ValidationFailed
@@ -132,6 +132,7 @@ async def campaign_page(
         batches=batches,
         errors=FieldErrors(),
         upload_key=new_idempotency_key(),
+        store_names=await directory.store_names(session, loaded.store_ids),
     )
 
 
@@ -260,6 +261,7 @@ async def upload_issuance(
             batches=[],
             errors=form_errors(visitor.t, error),
             upload_key=new_idempotency_key(),
+            store_names=await directory.store_names(session, loaded.store_ids),
         )
     return redirect(visitor, f"/portal/issuances/{created.read.id}")
 
@@ -286,7 +288,12 @@ async def proposals_page(visitor: Visitor, session: AsyncSession) -> Response[st
         campaigns.campaign_read(await campaigns.get_loaded(session, principal, c.id)) for c in rows
     ]
     return page(
-        visitor, "campaigns/proposals.html", proposals=loaded, errors=FieldErrors(), org=principal
+        visitor,
+        "campaigns/proposals.html",
+        proposals=loaded,
+        errors=FieldErrors(),
+        org=principal,
+        store_names=await directory.store_names(session, [s for c in loaded for s in c.store_ids]),
     )
 
 

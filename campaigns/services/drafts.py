@@ -125,11 +125,11 @@ class CheckedDraft:
     org_names: dict[uuid.UUID, str]
 
 
-def _offer_of(spec: CampaignCreate) -> Offer:
-    wanted = spec.offer
+def offer_rule(wanted: OfferIn, currency: str, store_ids: Sequence[uuid.UUID] = ()) -> Offer:
+    """The domain's offer rule for a requested offer (its `problems()` say whether it is sound)."""
     return Offer(
         kind=wanted.kind,
-        currency=spec.currency,
+        currency=currency,
         value=wanted.value,
         percent_bp=wanted.percent_bp,
         cap=wanted.cap,
@@ -146,7 +146,7 @@ def _offer_of(spec: CampaignCreate) -> Offer:
             ]
         ),
         channels=frozenset(wanted.channels),
-        store_ids=frozenset(spec.store_ids) if spec.store_ids else None,
+        store_ids=frozenset(store_ids) if store_ids else None,
     )
 
 
@@ -302,7 +302,7 @@ async def check_draft(
     elif spec.ends_at <= now:
         problems.append(("ends_at", "has already passed"))
 
-    offer = _offer_of(spec)
+    offer = offer_rule(spec.offer, spec.currency, spec.store_ids)
     offer_problems = [(f"offer.{field}", message) for field, message in offer.problems()]
     if offer.valid_from is not None and offer.valid_from < spec.starts_at:
         offer_problems.append(("offer.valid_from", "must not be before the campaign starts"))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from sqlalchemy import any_, func, literal
@@ -85,3 +86,52 @@ async def _running_campaigns(
     for org_id, campaign in rows.all():
         running.setdefault(org_id, []).append(campaign)
     return running
+
+
+@dataclass(frozen=True, slots=True)
+class StoreGroup:
+    """One organization's active stores, as a campaign's builder lists them."""
+
+    org_id: uuid.UUID
+    org_name: str
+    stores: list[Store]
+
+
+async def participant_stores(
+    session: AsyncSession, principal: Principal, org_ids: Sequence[uuid.UUID]
+) -> list[StoreGroup]:
+    """The active stores of these organizations, one group each in the order given: the
+    caller's own organization and active partners of the directory, the organizations a
+    campaign of the caller can be redeemed at. Any other organization is left out."""
+    wanted = list(dict.fromkeys(org_ids))
+    if not wanted:
+        return []
+    orgs = await session.execute(
+        select(col(Organization.id), col(Organization.name)).where(
+            col(Organization.id).in_(wanted),
+            (col(Organization.id) == principal.org_id)
+            | ((col(Organization.kind) == "merchant") & (col(Organization.status) == "active")),
+        )
+    )
+    names = dict(orgs.tuples().all())
+    stores = await session.execute(
+        select(Store)
+        .where(col(Store.org_id).in_(list(names)), col(Store.status) == "active")
+        .order_by(col(Store.name), col(Store.id))
+    )
+    by_org: dict[uuid.UUID, list[Store]] = {}
+    for store in stores.scalars():
+        by_org.setdefault(store.org_id, []).append(store)
+    return [StoreGroup(o, names[o], by_org.get(o, [])) for o in wanted if o in names]
+
+
+async def store_names(
+    session: AsyncSession, store_ids: Sequence[uuid.UUID]
+) -> dict[uuid.UUID, str]:
+    """Stores by id, named (a campaign's redeemable stores, for those who may read it)."""
+    if not store_ids:
+        return {}
+    rows = await session.execute(
+        select(col(Store.id), col(Store.name)).where(col(Store.id).in_(set(store_ids)))
+    )
+    return dict(rows.tuples().all())

@@ -27,6 +27,7 @@ from coalition.platform.demo import DEMO_PASSWORD, seed_demo
 from coalition.platform.migrate import all_metadata
 from coalition.platform.settings import Settings
 from coalition.platform.sms import OUTBOX_FILE
+from coalition.settlement.simulator import DEV_API_KEY, SimulatorConfig, SimulatorServer
 from tests.conftest import ROOT, Servers
 
 CHROMIUM = "/usr/bin/chromium"
@@ -46,6 +47,7 @@ SCREENSHOTS = ROOT / "build" / "e2e-screenshots"
 class PortalServer:
     base: str  # http://127.0.0.1:<port>
     outbox: Path  # where its console SMS gateway writes
+    stripe: str  # the Stripe simulator it pays through (key DEV_API_KEY)
 
 
 def _free_port() -> int:
@@ -66,12 +68,20 @@ async def _fresh_demo(settings: Settings) -> None:
 
 
 @pytest.fixture(scope="module")
+def stripe_simulator() -> Iterator[SimulatorServer]:
+    with SimulatorServer(SimulatorConfig(api_keys=frozenset({DEV_API_KEY}))) as server:
+        yield server
+
+
+@pytest.fixture(scope="module")
 def portal_server(
-    servers: Servers, tmp_path_factory: pytest.TempPathFactory
+    servers: Servers, stripe_simulator: SimulatorServer, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[PortalServer]:
     """The portal on a real uvicorn in its own process, on a loopback port, against the test
     database. It runs with the console SMS gateway writing to a file in a private data
-    directory, where the tests read the one-time codes."""
+    directory, where the tests read the one-time codes, and with Stripe simulated (as
+    `coalition dev` runs it)."""
+    stripe = stripe_simulator
     port = _free_port()
     base = f"http://127.0.0.1:{port}"
     data_dir = tmp_path_factory.mktemp("portal-data")
@@ -84,6 +94,8 @@ def portal_server(
         "COALITION_PUBLIC_URL": base,
         "COALITION_LOGIN_ATTEMPTS_PER_WINDOW": "1000",
         "COALITION_LOG_LEVEL": "WARNING",
+        "COALITION_STRIPE_API_KEY": DEV_API_KEY,
+        "COALITION_STRIPE_API_BASE": stripe.url,
     }
     settings = Settings(
         environment="test", database_url=servers.database_url, redis_url=servers.redis_url
@@ -119,7 +131,7 @@ def portal_server(
         except OSError:
             time.sleep(0.2)
     try:
-        yield PortalServer(base=base, outbox=data_dir / OUTBOX_FILE)
+        yield PortalServer(base=base, outbox=data_dir / OUTBOX_FILE, stripe=stripe.url)
     finally:
         server.terminate()
         server.wait(timeout=20)
@@ -135,10 +147,16 @@ def playwright(portal_server: PortalServer) -> Iterator[Playwright]:
         yield driver
 
 
-@pytest.fixture(scope="module")
-def browser(playwright: Playwright) -> Iterator[Browser]:
+@pytest.fixture(scope="session")
+def screenshots() -> Path:
+    """Emptied once per run, so that every module's screenshots are kept."""
     shutil.rmtree(SCREENSHOTS, ignore_errors=True)
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    return SCREENSHOTS
+
+
+@pytest.fixture(scope="module")
+def browser(playwright: Playwright, screenshots: Path) -> Iterator[Browser]:
     browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
     yield browser
     browser.close()
@@ -157,9 +175,18 @@ def last_code_texted_to(outbox: Path, phone: str) -> str:
 class Portal:
     """One browser context (its own cookies) on the portal."""
 
-    def __init__(self, browser: Browser, server: PortalServer, locale: str, mobile: bool) -> None:
+    def __init__(
+        self,
+        browser: Browser,
+        server: PortalServer,
+        locale: str,
+        mobile: bool,
+        javascript: bool = True,
+    ) -> None:
         viewport = {"width": 390, "height": 844} if mobile else {"width": 1200, "height": 900}
-        self.context = browser.new_context(locale=locale, viewport=viewport)
+        self.context = browser.new_context(
+            locale=locale, viewport=viewport, java_script_enabled=javascript
+        )
         self.context.set_default_timeout(15_000)
         self.page: Page = self.context.new_page()
         self.base = server.base
@@ -197,8 +224,10 @@ class Portal:
 def portal(browser: Browser, portal_server: PortalServer) -> Iterator[Callable[..., Portal]]:
     opened: list[Portal] = []
 
-    def open_portal(locale: str = "en-US", *, mobile: bool = False) -> Portal:
-        portal = Portal(browser, portal_server, locale, mobile)
+    def open_portal(
+        locale: str = "en-US", *, mobile: bool = False, javascript: bool = True
+    ) -> Portal:
+        portal = Portal(browser, portal_server, locale, mobile, javascript)
         opened.append(portal)
         return portal
 

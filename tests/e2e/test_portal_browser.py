@@ -212,7 +212,7 @@ def test_a_joint_campaign_from_the_builder_to_the_till(portal: Open) -> None:
     page.fill("input[name=partner_share_1]", "10")
     page.fill("input[name=total_budget]", "2400")
     page.get_by_role("button", name="Check and preview").click()
-    assert page.get_by_test_id("error-owner_share").is_visible()  # 50 + 30 + 10 is not 100
+    assert page.get_by_test_id("error-shares").is_visible()  # 50 + 30 + 10 is not 100
     carrier.shot("builder-errors")
     page.fill("input[name=partner_share_1]", "20")
     page.get_by_role("button", name="Check and preview").click()

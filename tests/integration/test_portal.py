@@ -499,7 +499,8 @@ async def test_marketing_builds_a_joint_campaign_the_partner_accepts_it(
         await carrier.get("/portal/campaigns/new")
         bad = await carrier.post("/portal/campaigns/new", {**form, "action": "create"})
         assert bad.status_code == 422  # 60 % + 30 % is not 100 %
-        assert 'data-testid="error-owner_share"' in bad.text
+        assert 'data-testid="error-shares"' in bad.text
+        assert "各方份额合计必须正好为 100%" in bad.text
         assert 'value="Tea time 下午茶"' in bad.text
         form["owner_share"] = "70"
         preview = await carrier.post("/portal/campaigns/new", {**form, "action": "preview"})

@@ -41,6 +41,8 @@ DYNAMIC = {
         *("sold_out", "budget_exhausted", "campaign_not_active", "validity_over"),
     ),
     "industry": ("telecom", "cafe", "bank", "education", "retail", "dining", "travel", "other"),
+    "payout": ("in_flight", "processing", "succeeded", "failed", "reversed"),
+    "direction": ("transfer", "collection"),
 }
 
 
@@ -79,10 +81,13 @@ def test_templates_use_translated_strings_only() -> None:
 def test_the_dynamic_lists_cover_the_domain_values() -> None:
     from coalition.campaigns.services.issuance import BatchError, RowError
     from coalition.merchants.models import INDUSTRIES, ROLES
+    from coalition.settlement.models import PAYOUT_DIRECTIONS, PAYOUT_STATUSES
 
     assert set(DYNAMIC["issuance"]) == {e.value for e in (*RowError, *BatchError)}
     assert set(DYNAMIC["industry"]) == set(INDUSTRIES)
     assert set(DYNAMIC["role"]) == set(ROLES)
+    assert set(DYNAMIC["payout"]) == set(PAYOUT_STATUSES)
+    assert set(DYNAMIC["direction"]) == set(PAYOUT_DIRECTIONS)
 
 
 def test_dynamic_message_ids_exist_in_both_languages() -> None:
