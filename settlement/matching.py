@@ -72,6 +72,14 @@ Action = Literal[
     "wait_for_stripe",
     "investigate",
 ]
+ACTIONS: tuple[Action, ...] = (
+    "retry_payout",
+    "ingest_stripe_events",
+    "reverse_duplicate",
+    "refund_duplicate",
+    "wait_for_stripe",
+    "investigate",
+)
 Side = Literal["ledger", "stripe", "both"]
 Rule = Literal["id", "metadata", "group"]
 

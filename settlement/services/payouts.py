@@ -29,6 +29,15 @@ paid), and every `payout_clearing` balance is zero unless a hold is still in tra
 The carrier's own statements are settled without Stripe (no transfer to itself): marked paid
 or collected with the reference `carrier:<statement>`. A negative net of an organization with
 no saved payment method is carried forward into its next statement.
+
+A transfer Stripe reverses (`transfer.reversed`, from a webhook or the polling backstop) is
+recorded once per reversal (`record_reversal`), in the event's transaction: a
+`payout_reversal` row, the ledger's mirror of what the payout moved for the amount taken back
+(`payout:<statement>:<generation>:reversal:<reversal id>`: `O cash +r`, `C cash -r`), the
+attempt `reversed`, and the statement back from `paid` to `approved`. The next run opens a
+new generation for what is outstanding (the net less what earlier transfers still pay), so a
+partial reversal is paid again in part and a full one in full; a transfer with any reversal
+is never adopted.
 """
 
 from __future__ import annotations
@@ -37,6 +46,7 @@ import uuid
 from collections.abc import Sequence
 from datetime import datetime
 
+import structlog
 from sqlalchemy import ColumnElement, func
 from sqlalchemy import select as sa_select
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -56,17 +66,20 @@ from coalition.settlement.gateway import (
     SettlementGateway,
     Transfer,
     TransferRequest,
+    TransferReversal,
     collection_idempotency_key,
     payout_idempotency_key,
     statement_transfer_group,
 )
-from coalition.settlement.models import PayoutAttempt, Statement, StripeAccount
+from coalition.settlement.models import PayoutAttempt, PayoutReversal, Statement, StripeAccount
 from coalition.settlement.schemas.payouts import (
     ConnectedAccountRead,
     ConnectedAccountRequest,
     PayoutRead,
 )
 from coalition.settlement.services import ledger, statements
+
+log = structlog.get_logger(__name__)
 
 
 class PayoutNotFound(NotFound):
@@ -90,6 +103,10 @@ def settle_key(statement_id: uuid.UUID, generation: int) -> str:
 
 def release_key(statement_id: uuid.UUID, generation: int) -> str:
     return f"payout:{statement_id}:{generation}:release"
+
+
+def reversal_key(statement_id: uuid.UUID, generation: int, reversal_id: str) -> str:
+    return f"payout:{statement_id}:{generation}:reversal:{reversal_id}"
 
 
 def statement_metadata(statement: Statement) -> dict[str, str]:
@@ -119,6 +136,23 @@ async def _latest_attempt(session: AsyncSession, statement_id: uuid.UUID) -> Pay
 
 def _signed(attempt: PayoutAttempt) -> int:
     return attempt.amount if attempt.direction == "transfer" else -attempt.amount
+
+
+async def _outstanding(session: AsyncSession, statement: Statement) -> int:
+    """What is left to settle of an approved statement: its net, less what earlier attempts
+    paid and Stripe has not taken back (reversals)."""
+    paid = await session.execute(
+        sa_select(func.coalesce(func.sum(col(PayoutAttempt.amount)), 0)).where(
+            col(PayoutAttempt.statement_id) == statement.id,
+            col(PayoutAttempt.status).in_(("succeeded", "reversed")),
+        )
+    )
+    taken_back = await session.execute(
+        sa_select(func.coalesce(func.sum(col(PayoutReversal.amount)), 0)).where(
+            col(PayoutReversal.statement_id) == statement.id
+        )
+    )
+    return abs(statement.net) - int(paid.scalar_one()) + int(taken_back.scalar_one())
 
 
 async def _post(
@@ -156,7 +190,7 @@ async def _open_attempt(
     if statement.status != "approved":
         await session.commit()
         return latest if latest is not None and latest.status != "failed" else None
-    if latest is not None and latest.status != "failed":
+    if latest is not None and latest.status not in ("failed", "reversed"):
         await session.commit()
         return latest
     direction = settlement_direction(statement.net)
@@ -193,7 +227,7 @@ async def _open_attempt(
         generation=generation,
         direction=direction,
         idempotency_key=key,
-        amount=abs(statement.net),
+        amount=await _outstanding(session, statement),
         currency=statement.currency,
         destination=destination,
         hold_entry_id=uuid.uuid4(),  # replaced below, before the flush
@@ -223,7 +257,7 @@ async def _adopt_or_transfer(
     found = [
         t
         for t in await gateway.find_transfers(transfer_group=group, metadata=metadata)
-        if not t.reversed
+        if t.amount_reversed == 0  # a reversed one was recorded, and is paid again
     ]
     if found:
         return found[0]  # an earlier try did it: adopt, never pay twice
@@ -554,3 +588,51 @@ async def fail_attempt(
 ) -> None:
     """Stripe refused the attempt for good (a webhook): the hold is released."""
     await _fail(session, attempt, None, now, code=code, message=message)
+
+
+async def record_reversal(
+    session: AsyncSession, attempt: PayoutAttempt, reversal: TransferReversal, now: datetime
+) -> bool:
+    """Stripe took back (part of) the attempt's transfer: record the reversal once, with the
+    ledger's mirror entry, the attempt `reversed` and the statement back to approved for the
+    next attempt. In the caller's transaction, the attempt locked; False when it was recorded
+    before (or cannot be: another currency, which reconciliation reports)."""
+    known = await session.execute(
+        sa_select(col(PayoutReversal.id)).where(col(PayoutReversal.stripe_id) == reversal.id)
+    )
+    if known.scalar_one_or_none() is not None:
+        return False
+    if attempt.direction != "transfer" or reversal.currency != attempt.currency:
+        log.warning("reversal_not_recorded", reversal=reversal.id, attempt=str(attempt.id))
+        return False
+    carrier = await carrier_id(session)
+    entry = await ledger.post_entry(
+        session,
+        idempotency_key=reversal_key(attempt.statement_id, attempt.generation, reversal.id),
+        kind="transfer",
+        currency=attempt.currency,
+        lines=[
+            Line(attempt.org_id, "cash", reversal.amount),
+            Line(carrier, "cash", -reversal.amount),
+        ],
+        occurred_at=reversal.created,
+        memo=f"reversal {reversal.id} of {reversal.transfer_id} (statement "
+        f"{attempt.statement_id} generation {attempt.generation})",
+    )
+    session.add(
+        PayoutReversal(
+            attempt_id=attempt.id,
+            statement_id=attempt.statement_id,
+            org_id=attempt.org_id,
+            stripe_id=reversal.id,
+            transfer_id=reversal.transfer_id,
+            amount=reversal.amount,
+            currency=reversal.currency,
+            entry_id=entry.id,
+            stripe_created=reversal.created,
+            created_at=now,
+        )
+    )
+    attempt.status, attempt.failure_code, attempt.updated_at = "reversed", "transfer_reversed", now
+    await statements.mark_reversed(session, attempt.statement_id)
+    return True
