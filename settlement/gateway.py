@@ -131,6 +131,7 @@ class Collection:
     created: datetime
     failure_code: str | None = None
     failure_message: str | None = None
+    transfer_group: str | None = None
 
 
 @dataclass(frozen=True)

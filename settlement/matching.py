@@ -41,10 +41,12 @@ from __future__ import annotations
 
 import uuid
 from collections import defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime, time, timedelta
 from typing import Literal
+
+from coalition.settlement.gateway import BalanceTransaction, Collection, Transfer
 
 MovementKind = Literal["transfer", "collection", "transfer_reversal"]
 Flow = Literal["settled", "pending"]
@@ -95,6 +97,19 @@ def recovery_key(kind: MovementKind, statement_id: object, generation: object) -
     return f"{kind}:{statement_id}:{generation}"
 
 
+def reversal_group(transfer_id: str) -> str:
+    """The group of a transfer's reversals (summed against the ledger's)."""
+    return f"reversals:{transfer_id}"
+
+
+def utc_day(moment: datetime) -> tuple[datetime, datetime]:
+    """The UTC day holding `moment`, as a window `[start, end)`."""
+    if moment.tzinfo is None:
+        raise ValueError("the moment must be timezone-aware")
+    start = datetime.combine(moment.astimezone(UTC).date(), time(), UTC)
+    return start, start + timedelta(days=1)
+
+
 @dataclass(frozen=True, slots=True)
 class LedgerMovement:
     """A movement the ledger records: a payout attempt, or a transfer reversal it recorded.
@@ -132,6 +147,7 @@ class StripeMovement:
     balance_amount: int | None = None
     balance_currency: str | None = None
     counterparty: str | None = None  # the connected account paid, or the customer charged
+    statement: str | None = None  # the statement its metadata names, as written there
 
 
 @dataclass(frozen=True, slots=True)
@@ -160,11 +176,16 @@ class Discrepancy:
         return f"{self.category}:{ours}:{theirs}"
 
     @property
-    def currency(self) -> str:
-        """The currency it is counted in: its own movement's (ours first)."""
+    def own(self) -> LedgerMovement | StripeMovement:
+        """The movement it stands for (ours, when it stands for both)."""
         moved = self.owned_ledger or self.owned_stripe
         assert moved is not None
-        return moved.currency
+        return moved
+
+    @property
+    def currency(self) -> str:
+        """The currency it is counted in."""
+        return self.own.currency
 
     @property
     def owned_ledger(self) -> LedgerMovement | None:
@@ -412,3 +433,109 @@ def _count_ledger(totals: Totals, movement: LedgerMovement) -> None:
 def _count_stripe(totals: Totals, movement: StripeMovement) -> None:
     totals.stripe_count += 1
     totals.stripe_amount += signed(movement.kind, movement.amount)
+
+
+# --- Stripe's objects as movements --------------------------------------------------------------
+
+# Balance transaction types that are movements, by the kind of their source. Top-ups, payouts
+# to the platform's bank and Stripe's fees are the platform's own business, not the ledger's;
+# a charge is read through its PaymentIntent.
+BALANCE_KINDS: dict[str, MovementKind] = {
+    "transfer": "transfer",
+    "transfer_refund": "transfer_reversal",
+}
+COLLECTION_FLOWS: dict[str, Flow] = {"succeeded": "settled", "processing": "pending"}
+
+
+def _recovery(kind: MovementKind, metadata: Mapping[str, str]) -> str | None:
+    statement, generation = metadata.get("statement_id"), metadata.get("generation")
+    return recovery_key(kind, statement, generation) if statement and generation else None
+
+
+def stripe_movements(
+    transfers: Iterable[Transfer],
+    collections: Iterable[Collection],
+    balance_transactions: Iterable[BalanceTransaction] = (),
+) -> list[StripeMovement]:
+    """The movements in what Stripe listed: each transfer and the reversals it lists, each
+    PaymentIntent that moved or is moving money, each with its balance transaction when that
+    was listed too; and a transfer or reversal known only by its balance transaction (its
+    object gone, or listed elsewhere) as a movement of its own."""
+    balance = {bt.source_id: bt for bt in balance_transactions if bt.source_id}
+
+    def moved(source: str | None) -> tuple[int | None, str | None]:
+        bt = balance.get(source) if source else None
+        return (abs(bt.amount), bt.currency) if bt is not None else (None, None)
+
+    found: list[StripeMovement] = []
+    for transfer in transfers:
+        statement = transfer.metadata.get("statement_id")
+        found.append(
+            StripeMovement(
+                transfer.id,
+                "transfer",
+                transfer.amount,
+                transfer.currency,
+                "settled",
+                transfer.created,
+                _recovery("transfer", transfer.metadata),
+                transfer.transfer_group,
+                *moved(transfer.id),
+                counterparty=transfer.destination,
+                statement=statement,
+            )
+        )
+        for reversal in transfer.reversals:
+            found.append(
+                StripeMovement(
+                    reversal.id,
+                    "transfer_reversal",
+                    reversal.amount,
+                    reversal.currency,
+                    "settled",
+                    reversal.created,
+                    None,
+                    reversal_group(transfer.id),
+                    *moved(reversal.id),
+                    counterparty=transfer.destination,
+                    statement=statement,
+                )
+            )
+    for collection in collections:
+        flow = COLLECTION_FLOWS.get(collection.status)
+        if flow is None:
+            continue  # declined or waiting for the customer: no money moves
+        found.append(
+            StripeMovement(
+                collection.id,
+                "collection",
+                collection.amount,
+                collection.currency,
+                flow,
+                collection.created,
+                _recovery("collection", collection.metadata),
+                collection.transfer_group,
+                *moved(collection.charge_id),
+                counterparty=collection.customer_id,
+                statement=collection.metadata.get("statement_id"),
+            )
+        )
+    listed = {m.id for m in found}
+    for bt in balance.values():
+        kind = BALANCE_KINDS.get(bt.type)
+        if kind is None or bt.source_id is None or bt.source_id in listed:
+            continue
+        amount = abs(bt.amount)
+        found.append(
+            StripeMovement(
+                bt.source_id,
+                kind,
+                amount,
+                bt.currency,
+                "settled",
+                bt.created,
+                balance_amount=amount,
+                balance_currency=bt.currency,
+            )
+        )
+    return found

@@ -135,6 +135,7 @@ def _collection(obj: Any) -> Collection:
         created=_timestamp(data.get("created")),
         failure_code=error.get("code"),
         failure_message=error.get("message"),
+        transfer_group=data.get("transfer_group"),
     )
 
 
