@@ -31,7 +31,12 @@ from coalition.settlement.gateway import (
     payout_idempotency_key,
     statement_transfer_group,
 )
-from coalition.settlement.models import PayoutAttempt, ReconciliationItem, ReconciliationRun
+from coalition.settlement.models import (
+    PayoutAttempt,
+    ReconciliationItem,
+    ReconciliationRun,
+    StripeAccount,
+)
 from coalition.settlement.services import payouts, reconciliation
 from coalition.settlement.simulator import SimulatorServer
 from coalition.settlement.simulator.control import SimulatorControl
@@ -113,7 +118,7 @@ async def settled_week(
     return week
 
 
-async def cafe_attempt(sessionmaker: SessionMaker, statement_id: object) -> PayoutAttempt:
+async def latest_attempt(sessionmaker: SessionMaker, statement_id: object) -> PayoutAttempt:
     async with sessionmaker() as session:
         rows = await session.execute(
             select(PayoutAttempt)
@@ -176,7 +181,7 @@ async def test_a_worker_killed_after_the_transfer_is_a_status_mismatch_until_ret
                 await payouts.pay_statement(session, killed, uuid.UUID(str(cafe["id"])))
     finally:
         await killed.aclose()
-    attempt = await cafe_attempt(sessionmaker, cafe["id"])
+    attempt = await latest_attempt(sessionmaker, cafe["id"])
     assert (attempt.status, attempt.stripe_id) == ("in_flight", None)  # nothing committed
 
     staff = Staff(client)
@@ -232,7 +237,7 @@ async def test_a_reversal_delivered_twice_or_never_is_matched_once_recorded(
     staff, window = Staff(client), this_hour()
     try:
         week = await settled_week(client, books, sessionmaker, verifier, simulator)
-        paid = await cafe_attempt(sessionmaker, week["cafe"]["id"])
+        paid = await latest_attempt(sessionmaker, week["cafe"]["id"])
         # The first reversal's webhook is delivered twice, the second's never.
         await simulator.webhook_fault("duplicate", event_type="transfer.reversed")
         first = await verifier.reverse_transfer(
@@ -274,6 +279,53 @@ async def test_a_reversal_delivered_twice_or_never_is_matched_once_recorded(
         await verifier.aclose()
 
 
+async def test_a_bank_debit_whose_webhook_never_came_is_a_status_mismatch_until_polled(
+    client: Client,
+    books: Books,
+    sessionmaker: SessionMaker,
+    gateway: StripeGateway,
+    simulator: SimulatorControl,
+) -> None:
+    await link_accounts(sessionmaker, books, gateway, simulator, bank_card=None)
+    debit = await gateway.sdk.v1.payment_methods.create_async(
+        {"type": "sepa_debit", "sepa_debit": {"iban": "DE89370400440532013000"}}
+    )
+    async with sessionmaker() as session:
+        account = await session.get_one(StripeAccount, books.bank)
+        assert account.customer_id
+        account.payment_method_id = await gateway.attach_payment_method(
+            account.customer_id, debit.id
+        )
+        await session.commit()
+    bank = (await approved_week(client, books, sessionmaker))["bank"]
+    ctx = job_context(sessionmaker, gateway)
+    assert await jobs.pay_statement(ctx, str(bank["id"])) == "processing"
+    staff, window = Staff(client), this_hour()
+    run = await reconcile(client, staff, sessionmaker, gateway, window)
+    assert run["discrepancies"] == 0  # both sides say the debit is still processing
+
+    await simulator.webhook_fault("drop", event_type="payment_intent.succeeded")
+    collecting = await latest_attempt(sessionmaker, bank["id"])
+    await simulator.settle_payment_intent(str(collecting.stripe_id))
+    run = await reconcile(client, staff, sessionmaker, gateway, window)
+    [found] = await items(client, staff, run)
+    assert (found["category"], found["kind"], found["suggested_action"]) == (
+        "status_mismatch",
+        "collection",
+        "ingest_stripe_events",
+    )
+    assert (found["ledger_status"], found["stripe_status"], found["org_id"]) == (
+        "pending",
+        "settled",
+        str(books.bank),
+    )
+    assert found["stripe_balance_amount"] == found["ledger_amount"] == -bank["net"]
+
+    assert await jobs.ingest_stripe_events(ctx) >= 1
+    assert (await statement(sessionmaker, bank["id"])).status == "collected"
+    assert (await reconcile(client, staff, sessionmaker, gateway, window))["discrepancies"] == 0
+
+
 @pytest.mark.parametrize(
     ("change", "category"),
     [
@@ -292,7 +344,7 @@ async def test_a_transfer_altered_in_stripe_is_one_mismatch(
     category: str,
 ) -> None:
     week = await settled_week(client, books, sessionmaker, gateway, simulator)
-    paid = await cafe_attempt(sessionmaker, week["cafe"]["id"])
+    paid = await latest_attempt(sessionmaker, week["cafe"]["id"])
     if "amount" in change:
         change = {**change, "amount": paid.amount + change["amount"]}
     await simulator.alter_transfer(str(paid.stripe_id), **change)
@@ -328,7 +380,7 @@ async def test_unknown_deleted_and_twice_made_transfers_are_each_reported_once(
     simulator: SimulatorControl,
 ) -> None:
     week = await settled_week(client, books, sessionmaker, gateway, simulator)
-    paid = await cafe_attempt(sessionmaker, week["cafe"]["id"])
+    paid = await latest_attempt(sessionmaker, week["cafe"]["id"])
     staff, window = Staff(client), this_hour()
 
     # Someone pays the café from the platform's Stripe account, outside Coalition.
@@ -432,7 +484,7 @@ async def test_a_window_run_twice_and_concurrently_keeps_one_runs_items_and_aler
     ):
         await register(client, staff, email, org)
     week = await settled_week(client, books, sessionmaker, gateway, simulator)
-    paid = await cafe_attempt(sessionmaker, week["cafe"]["id"])
+    paid = await latest_attempt(sessionmaker, week["cafe"]["id"])
     await simulator.alter_transfer(str(paid.stripe_id), amount=paid.amount + 5)
     window = this_hour()
     headers = await staff(CARRIER_FINANCE)
@@ -482,7 +534,7 @@ async def test_partners_see_their_own_items_only_and_no_platform_totals(
     simulator: SimulatorControl,
 ) -> None:
     week = await settled_week(client, books, sessionmaker, gateway, simulator)
-    paid = await cafe_attempt(sessionmaker, week["cafe"]["id"])
+    paid = await latest_attempt(sessionmaker, week["cafe"]["id"])
     await simulator.alter_transfer(str(paid.stripe_id), amount=paid.amount + 1)
     staff = Staff(client)
     run = await reconcile(client, staff, sessionmaker, gateway, this_hour())
