@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import structlog
 
@@ -90,6 +92,15 @@ async def ingest_stripe_events(ctx: JobContext) -> int:
 registry.cron(ingest_stripe_events, minute=set(range(0, 60, 5)), second=30)
 
 
+@contextmanager
+def _retried_while_stripe_is_unavailable() -> Iterator[None]:
+    """Stripe did not answer: the job is tried again later, with backoff."""
+    try:
+        yield
+    except GatewayUnavailable as exc:
+        raise TransientError(exc.message) from exc
+
+
 @registry.job(timeout=3600)
 async def reconcile(ctx: JobContext, run_id: str) -> int:
     """Execute one reconciliation run (asked for through the API); its discrepancies.
@@ -101,10 +112,8 @@ async def reconcile(ctx: JobContext, run_id: str) -> int:
         except GatewayNotConfigured as exc:  # asked for explicitly: fail loudly
             await reconciliation.fail(session, uuid.UUID(run_id), exc)
             raise
-        try:
+        with _retried_while_stripe_is_unavailable():
             run = await reconciliation.execute(session, gateway, uuid.UUID(run_id))
-        except GatewayUnavailable as exc:
-            raise TransientError(exc.message) from exc
         return run.discrepancies
 
 
@@ -115,10 +124,8 @@ async def reconcile_previous_day(ctx: JobContext) -> int:
     if gateway is None:
         return 0
     async with job_session(ctx) as session:
-        try:
+        with _retried_while_stripe_is_unavailable():
             run = await reconciliation.reconcile_previous_day(session, gateway)
-        except GatewayUnavailable as exc:
-            raise TransientError(exc.message) from exc
         return run.discrepancies
 
 

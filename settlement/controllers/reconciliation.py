@@ -18,6 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from coalition.platform.api import Limit, Offset, Page
 from coalition.platform.auth import Principal, carrier_guard, role_guard
+from coalition.settlement.matching import Category
 from coalition.settlement.schemas.reconciliation import (
     ReconciliationItemRead,
     ReconciliationRequest,
@@ -28,18 +29,7 @@ from coalition.settlement.services import reconciliation
 RunStatus = Annotated[
     Literal["queued", "running", "completed", "failed"] | None, Parameter(query="status")
 ]
-Category = Annotated[
-    Literal[
-        "missing_in_stripe",
-        "missing_in_ledger",
-        "amount_mismatch",
-        "currency_mismatch",
-        "status_mismatch",
-        "duplicate",
-    ]
-    | None,
-    Parameter(query="category"),
-]
+CategoryFilter = Annotated[Category | None, Parameter(query="category")]
 
 
 class ReconciliationController(Controller):
@@ -88,7 +78,7 @@ class ReconciliationController(Controller):
         run_id: uuid.UUID,
         limit: Limit,
         offset: Offset,
-        category: Category = None,
+        category: CategoryFilter = None,
         org_id: Annotated[uuid.UUID | None, Parameter(query="org_id")] = None,
     ) -> Page[ReconciliationItemRead]:
         """The run's discrepancies, by category."""

@@ -12,6 +12,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import pytest
+from litestar import Litestar
+from litestar.testing import AsyncTestClient
 
 from coalition.settlement.gateway import ConnectedAccount
 from coalition.settlement.simulator import SimulatorConfig, SimulatorServer
@@ -126,6 +128,25 @@ async def onboarded_account(
     )
     await simulator.complete_onboarding(account.id)
     return await gateway.get_connected_account(account.id)
+
+
+async def forward_webhooks(
+    client: AsyncTestClient[Litestar], receiver: WebhookReceiver, event_type: str | None = None
+) -> list[bool]:
+    """Hand what the simulator delivered (of `event_type`, or all) to our endpoint, byte for
+    byte, and forget it; each answer's `duplicate`."""
+    chosen = [r for r in receiver.received if event_type is None or event_type.encode() in r.body]
+    answers = []
+    for delivery in chosen:
+        receiver.received.remove(delivery)
+        response = await client.post(
+            "/api/v1/stripe/webhooks",
+            content=delivery.body,
+            headers={"Stripe-Signature": delivery.headers["stripe-signature"]},
+        )
+        assert response.status_code == 200, response.text
+        answers.append(bool(response.json()["duplicate"]))
+    return answers
 
 
 async def eventually(predicate: Any, within: float = 5.0) -> None:

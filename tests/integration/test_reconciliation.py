@@ -44,6 +44,7 @@ from coalition.settlement.stripe_gateway import StripeGateway
 from tests.integration.campaign_helpers import Staff
 from tests.integration.stripe_helpers import (
     WebhookReceiver,
+    forward_webhooks,
     gateway,
     make_gateway,
     simulator,
@@ -53,7 +54,6 @@ from tests.integration.stripe_helpers import (
 )
 from tests.integration.test_payouts import approved_week, link_accounts, statement
 from tests.integration.test_statements import CARRIER_FINANCE, Books, Client, books
-from tests.integration.test_transfer_reversals import deliver
 
 __all__ = ["books", "gateway", "simulator", "stripe_server", "webhook_receiver", "webhook_server"]
 
@@ -110,12 +110,12 @@ async def settled_week(
     sessionmaker: SessionMaker,
     gateway: StripeGateway,
     simulator: SimulatorControl,
-) -> dict[str, dict[str, Any]]:
-    """Week 1 closed, approved and settled: the café paid, the bank collected."""
+) -> tuple[dict[str, dict[str, Any]], PayoutAttempt]:
+    """Week 1 closed, approved and settled: the café paid (its attempt), the bank collected."""
     await link_accounts(sessionmaker, books, gateway, simulator)
     week = await approved_week(client, books, sessionmaker)
     assert await jobs.pay_approved_statements(job_context(sessionmaker, gateway)) == 3
-    return week
+    return week, await latest_attempt(sessionmaker, week["cafe"]["id"])
 
 
 async def latest_attempt(sessionmaker: SessionMaker, statement_id: object) -> PayoutAttempt:
@@ -135,7 +135,7 @@ async def test_a_settled_week_reconciles_to_nothing_and_the_totals_are_the_nets(
     gateway: StripeGateway,
     simulator: SimulatorControl,
 ) -> None:
-    week = await settled_week(client, books, sessionmaker, gateway, simulator)
+    week, _ = await settled_week(client, books, sessionmaker, gateway, simulator)
     cafe_net, bank_net = int(week["cafe"]["net"]), int(week["bank"]["net"])
     run = await reconcile(client, Staff(client), sessionmaker, gateway, this_hour())
     assert (run["discrepancies"], run["matched"]) == (0, 4)  # a transfer and a collection
@@ -212,7 +212,7 @@ async def test_a_500_then_success_pays_once_and_reconciles(
     simulator: SimulatorControl,
 ) -> None:
     await simulator.add_fault("/v1/transfers", method="POST", count=1, status=500)
-    week = await settled_week(client, books, sessionmaker, gateway, simulator)
+    week, _ = await settled_week(client, books, sessionmaker, gateway, simulator)
     assert [f["hits"] for f in await simulator.faults()] == [1]
     run = await reconcile(client, Staff(client), sessionmaker, gateway, this_hour())
     assert run["discrepancies"] == 0
@@ -236,15 +236,14 @@ async def test_a_reversal_delivered_twice_or_never_is_matched_once_recorded(
     client.app.state["settlement_gateway"] = verifier
     staff, window = Staff(client), this_hour()
     try:
-        week = await settled_week(client, books, sessionmaker, verifier, simulator)
-        paid = await latest_attempt(sessionmaker, week["cafe"]["id"])
+        week, paid = await settled_week(client, books, sessionmaker, verifier, simulator)
         # The first reversal's webhook is delivered twice, the second's never.
         await simulator.webhook_fault("duplicate", event_type="transfer.reversed")
         first = await verifier.reverse_transfer(
             str(paid.stripe_id), amount=500, idempotency_key="r1"
         )
         await simulator.flush_webhooks()
-        assert await deliver(client, receiver, "transfer.reversed") == [False, True]
+        assert await forward_webhooks(client, receiver, "transfer.reversed") == [False, True]
         await simulator.webhook_fault("drop", event_type="transfer.reversed")
         second = await verifier.reverse_transfer(
             str(paid.stripe_id), amount=300, idempotency_key="r2"
@@ -343,8 +342,7 @@ async def test_a_transfer_altered_in_stripe_is_one_mismatch(
     change: dict[str, Any],
     category: str,
 ) -> None:
-    week = await settled_week(client, books, sessionmaker, gateway, simulator)
-    paid = await latest_attempt(sessionmaker, week["cafe"]["id"])
+    _, paid = await settled_week(client, books, sessionmaker, gateway, simulator)
     if "amount" in change:
         change = {**change, "amount": paid.amount + change["amount"]}
     await simulator.alter_transfer(str(paid.stripe_id), **change)
@@ -379,8 +377,7 @@ async def test_unknown_deleted_and_twice_made_transfers_are_each_reported_once(
     gateway: StripeGateway,
     simulator: SimulatorControl,
 ) -> None:
-    week = await settled_week(client, books, sessionmaker, gateway, simulator)
-    paid = await latest_attempt(sessionmaker, week["cafe"]["id"])
+    _, paid = await settled_week(client, books, sessionmaker, gateway, simulator)
     staff, window = Staff(client), this_hour()
 
     # Someone pays the café from the platform's Stripe account, outside Coalition.
@@ -483,8 +480,7 @@ async def test_a_window_run_twice_and_concurrently_keeps_one_runs_items_and_aler
         ("admin@bank.test", books.bank),
     ):
         await register(client, staff, email, org)
-    week = await settled_week(client, books, sessionmaker, gateway, simulator)
-    paid = await latest_attempt(sessionmaker, week["cafe"]["id"])
+    _, paid = await settled_week(client, books, sessionmaker, gateway, simulator)
     await simulator.alter_transfer(str(paid.stripe_id), amount=paid.amount + 5)
     window = this_hour()
     headers = await staff(CARRIER_FINANCE)
@@ -533,8 +529,7 @@ async def test_partners_see_their_own_items_only_and_no_platform_totals(
     gateway: StripeGateway,
     simulator: SimulatorControl,
 ) -> None:
-    week = await settled_week(client, books, sessionmaker, gateway, simulator)
-    paid = await latest_attempt(sessionmaker, week["cafe"]["id"])
+    _, paid = await settled_week(client, books, sessionmaker, gateway, simulator)
     await simulator.alter_transfer(str(paid.stripe_id), amount=paid.amount + 1)
     staff = Staff(client)
     run = await reconcile(client, staff, sessionmaker, gateway, this_hour())

@@ -22,6 +22,7 @@ from coalition.settlement.simulator.control import SimulatorControl
 from coalition.settlement.stripe_gateway import StripeGateway
 from tests.integration.stripe_helpers import (
     WebhookReceiver,
+    forward_webhooks,
     gateway,
     make_gateway,
     simulator,
@@ -53,20 +54,6 @@ async def mirror_entries(sessionmaker: SessionMaker) -> int:
         return int(found.scalar_one())
 
 
-async def deliver(client: Client, receiver: WebhookReceiver, event_type: str) -> list[bool]:
-    """What the simulator sent, byte for byte, to our endpoint: each answer's `duplicate`."""
-    answers = []
-    for delivery in [r for r in receiver.received if event_type.encode() in r.body]:
-        response = await client.post(
-            "/api/v1/stripe/webhooks",
-            content=delivery.body,
-            headers={"Stripe-Signature": delivery.headers["stripe-signature"]},
-        )
-        assert response.status_code == 200, response.text
-        answers.append(bool(response.json()["duplicate"]))
-    return answers
-
-
 async def test_a_full_reversal_delivered_twice_is_recorded_once_and_paid_again(
     client: Client,
     app: Litestar,
@@ -86,7 +73,7 @@ async def test_a_full_reversal_delivered_twice_is_recorded_once_and_paid_again(
         await simulator.webhook_fault("duplicate", event_type="transfer.reversed")
         await verifier.reverse_transfer(str(attempt.stripe_id), idempotency_key="reverse-all")
         await simulator.flush_webhooks()
-        assert await deliver(client, receiver, "transfer.reversed") == [False, True]
+        assert await forward_webhooks(client, receiver, "transfer.reversed") == [False, True]
 
         assert await reversals_of(sessionmaker, attempt.statement_id) == [net]
         assert await mirror_entries(sessionmaker) == 1
