@@ -23,6 +23,7 @@ from coalition.settlement.stripe_gateway import StripeGateway
 
 API_KEY = "sk_test_coalition_tests"
 SEED = 20261201
+WEBHOOK_SECRET = "whsec_coalition_tests"
 
 
 @dataclass
@@ -128,6 +129,32 @@ async def onboarded_account(
     )
     await simulator.complete_onboarding(account.id)
     return await gateway.get_connected_account(account.id)
+
+
+@dataclass
+class SignedWebhooks:
+    """Stripe's webhooks (every event, platform and Connect) to the receiver, signed with a
+    secret the app's gateway knows: `forward_webhooks` hands them to our endpoint."""
+
+    gateway: StripeGateway
+    receiver: WebhookReceiver
+
+
+@pytest.fixture
+async def signed_webhooks(
+    app: Litestar,
+    stripe_server: SimulatorServer,
+    simulator: SimulatorControl,
+    webhook_receiver: tuple[str, WebhookReceiver],
+) -> AsyncIterator[SignedWebhooks]:
+    url, receiver = webhook_receiver
+    for connect in (False, True):
+        await simulator.register_webhook_endpoint(url, secret=WEBHOOK_SECRET, connect=connect)
+    verifier = make_gateway(stripe_server, webhook_secret=WEBHOOK_SECRET)
+    app.state["settlement_gateway"] = verifier
+    yield SignedWebhooks(verifier, receiver)
+    app.state.pop("settlement_gateway", None)
+    await verifier.aclose()
 
 
 async def forward_webhooks(

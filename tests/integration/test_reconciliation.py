@@ -43,10 +43,10 @@ from coalition.settlement.simulator.control import SimulatorControl
 from coalition.settlement.stripe_gateway import StripeGateway
 from tests.integration.campaign_helpers import Staff
 from tests.integration.stripe_helpers import (
-    WebhookReceiver,
+    SignedWebhooks,
     forward_webhooks,
     gateway,
-    make_gateway,
+    signed_webhooks,
     simulator,
     stripe_server,
     webhook_receiver,
@@ -55,7 +55,15 @@ from tests.integration.stripe_helpers import (
 from tests.integration.test_payouts import approved_week, link_accounts, statement
 from tests.integration.test_statements import CARRIER_FINANCE, Books, Client, books
 
-__all__ = ["books", "gateway", "simulator", "stripe_server", "webhook_receiver", "webhook_server"]
+__all__ = [
+    "books",
+    "gateway",
+    "signed_webhooks",
+    "simulator",
+    "stripe_server",
+    "webhook_receiver",
+    "webhook_server",
+]
 
 CAFE_FINANCE, BANK_FINANCE = "finance@cafe.test", "finance@bank.test"
 
@@ -226,56 +234,44 @@ async def test_a_reversal_delivered_twice_or_never_is_matched_once_recorded(
     client: Client,
     books: Books,
     sessionmaker: SessionMaker,
-    stripe_server: SimulatorServer,
     simulator: SimulatorControl,
-    webhook_receiver: tuple[str, WebhookReceiver],
+    signed_webhooks: SignedWebhooks,
 ) -> None:
-    url, receiver = webhook_receiver
-    endpoint = await simulator.register_webhook_endpoint(url, enabled_events=["transfer.reversed"])
-    verifier = make_gateway(stripe_server, webhook_secret=str(endpoint["secret"]))
-    client.app.state["settlement_gateway"] = verifier
+    verifier, receiver = signed_webhooks.gateway, signed_webhooks.receiver
     staff, window = Staff(client), this_hour()
-    try:
-        week, paid = await settled_week(client, books, sessionmaker, verifier, simulator)
-        # The first reversal's webhook is delivered twice, the second's never.
-        await simulator.webhook_fault("duplicate", event_type="transfer.reversed")
-        first = await verifier.reverse_transfer(
-            str(paid.stripe_id), amount=500, idempotency_key="r1"
-        )
-        await simulator.flush_webhooks()
-        assert await forward_webhooks(client, receiver, "transfer.reversed") == [False, True]
-        await simulator.webhook_fault("drop", event_type="transfer.reversed")
-        second = await verifier.reverse_transfer(
-            str(paid.stripe_id), amount=300, idempotency_key="r2"
-        )
-        await simulator.flush_webhooks()
+    week, paid = await settled_week(client, books, sessionmaker, verifier, simulator)
+    # The first reversal's webhook is delivered twice, the second's never.
+    await simulator.webhook_fault("duplicate", event_type="transfer.reversed")
+    first = await verifier.reverse_transfer(str(paid.stripe_id), amount=500, idempotency_key="r1")
+    await simulator.flush_webhooks()
+    assert await forward_webhooks(client, receiver, "transfer.reversed") == [False, True]
+    await simulator.webhook_fault("drop", event_type="transfer.reversed")
+    second = await verifier.reverse_transfer(str(paid.stripe_id), amount=300, idempotency_key="r2")
+    await simulator.flush_webhooks()
 
-        run = await reconcile(client, staff, sessionmaker, verifier, window)
-        [lost] = await items(client, staff, run)
-        assert (lost["category"], lost["kind"], lost["stripe_id"]) == (
-            "missing_in_ledger",
-            "transfer_reversal",
-            second.id,
-        )
-        assert (lost["suggested_action"], lost["stripe_amount"]) == ("ingest_stripe_events", 300)
-        assert lost["org_id"] == str(books.cafe) and lost["statement_id"] == week["cafe"]["id"]
+    run = await reconcile(client, staff, sessionmaker, verifier, window)
+    [lost] = await items(client, staff, run)
+    assert (lost["category"], lost["kind"], lost["stripe_id"]) == (
+        "missing_in_ledger",
+        "transfer_reversal",
+        second.id,
+    )
+    assert (lost["suggested_action"], lost["stripe_amount"]) == ("ingest_stripe_events", 300)
+    assert lost["org_id"] == str(books.cafe) and lost["statement_id"] == week["cafe"]["id"]
 
-        ctx = job_context(sessionmaker, verifier)
-        assert await jobs.ingest_stripe_events(ctx) >= 1  # the backstop records the second
-        assert await jobs.pay_statement(ctx, str(week["cafe"]["id"])) == "succeeded"
-        again = await reconcile(client, staff, sessionmaker, verifier, window)
-        assert again["discrepancies"] == 0
-        [totals] = again["totals"]
-        # Both reversals and the new transfer of what they took back are matched.
-        assert (totals["matched_ledger"], totals["matched_stripe"]) == (5, 5)
-        transfers = await verifier.find_transfers(
-            transfer_group=statement_transfer_group(week["cafe"]["id"])
-        )
-        assert sum(t.amount - t.amount_reversed for t in transfers) == week["cafe"]["net"]
-        assert first.id != second.id
-    finally:
-        client.app.state.pop("settlement_gateway", None)
-        await verifier.aclose()
+    ctx = job_context(sessionmaker, verifier)
+    assert await jobs.ingest_stripe_events(ctx) >= 1  # the backstop records the second
+    assert await jobs.pay_statement(ctx, str(week["cafe"]["id"])) == "succeeded"
+    again = await reconcile(client, staff, sessionmaker, verifier, window)
+    assert again["discrepancies"] == 0
+    [totals] = again["totals"]
+    # Both reversals and the new transfer of what they took back are matched.
+    assert (totals["matched_ledger"], totals["matched_stripe"]) == (5, 5)
+    transfers = await verifier.find_transfers(
+        transfer_group=statement_transfer_group(week["cafe"]["id"])
+    )
+    assert sum(t.amount - t.amount_reversed for t in transfers) == week["cafe"]["net"]
+    assert first.id != second.id
 
 
 async def test_a_bank_debit_whose_webhook_never_came_is_a_status_mismatch_until_polled(

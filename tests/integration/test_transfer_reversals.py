@@ -8,7 +8,6 @@ from __future__ import annotations
 import asyncio
 import uuid
 
-from litestar import Litestar
 from sqlalchemy import func
 from sqlmodel import col, select
 
@@ -17,14 +16,13 @@ from coalition.settlement import jobs
 from coalition.settlement.gateway import statement_transfer_group
 from coalition.settlement.models import JournalEntry, PayoutAttempt, PayoutReversal, StripeEvent
 from coalition.settlement.services import stripe_events
-from coalition.settlement.simulator import SimulatorServer
 from coalition.settlement.simulator.control import SimulatorControl
 from coalition.settlement.stripe_gateway import StripeGateway
 from tests.integration.stripe_helpers import (
-    WebhookReceiver,
+    SignedWebhooks,
     forward_webhooks,
     gateway,
-    make_gateway,
+    signed_webhooks,
     simulator,
     stripe_server,
     webhook_receiver,
@@ -33,7 +31,15 @@ from tests.integration.stripe_helpers import (
 from tests.integration.test_payouts import org_clearing, paid_cafe, statement
 from tests.integration.test_statements import Books, Client, books
 
-__all__ = ["books", "gateway", "simulator", "stripe_server", "webhook_receiver", "webhook_server"]
+__all__ = [
+    "books",
+    "gateway",
+    "signed_webhooks",
+    "simulator",
+    "stripe_server",
+    "webhook_receiver",
+    "webhook_server",
+]
 
 
 async def reversals_of(sessionmaker: SessionMaker, statement_id: uuid.UUID) -> list[int]:
@@ -56,51 +62,42 @@ async def mirror_entries(sessionmaker: SessionMaker) -> int:
 
 async def test_a_full_reversal_delivered_twice_is_recorded_once_and_paid_again(
     client: Client,
-    app: Litestar,
     books: Books,
     sessionmaker: SessionMaker,
-    stripe_server: SimulatorServer,
     simulator: SimulatorControl,
-    webhook_receiver: tuple[str, WebhookReceiver],
+    signed_webhooks: SignedWebhooks,
 ) -> None:
-    url, receiver = webhook_receiver
-    endpoint = await simulator.register_webhook_endpoint(url, enabled_events=["transfer.reversed"])
-    verifier = make_gateway(stripe_server, webhook_secret=str(endpoint["secret"]))
-    app.state["settlement_gateway"] = verifier
-    try:
-        attempt = await paid_cafe(client, books, sessionmaker, simulator, verifier)
-        net = attempt.amount
-        await simulator.webhook_fault("duplicate", event_type="transfer.reversed")
-        await verifier.reverse_transfer(str(attempt.stripe_id), idempotency_key="reverse-all")
-        await simulator.flush_webhooks()
-        assert await forward_webhooks(client, receiver, "transfer.reversed") == [False, True]
+    verifier, receiver = signed_webhooks.gateway, signed_webhooks.receiver
+    attempt = await paid_cafe(client, books, sessionmaker, simulator, verifier)
+    net = attempt.amount
+    await simulator.webhook_fault("duplicate", event_type="transfer.reversed")
+    await verifier.reverse_transfer(str(attempt.stripe_id), idempotency_key="reverse-all")
+    await simulator.flush_webhooks()
+    assert await forward_webhooks(client, receiver, "transfer.reversed") == [False, True]
 
-        assert await reversals_of(sessionmaker, attempt.statement_id) == [net]
-        assert await mirror_entries(sessionmaker) == 1
-        reopened = await statement(sessionmaker, attempt.statement_id)
-        assert (reopened.status, reopened.settlement_reference) == ("approved", None)
-        assert await org_clearing(sessionmaker, books.cafe, "cash") == 0  # the money came back
+    assert await reversals_of(sessionmaker, attempt.statement_id) == [net]
+    assert await mirror_entries(sessionmaker) == 1
+    reopened = await statement(sessionmaker, attempt.statement_id)
+    assert (reopened.status, reopened.settlement_reference) == ("approved", None)
+    assert await org_clearing(sessionmaker, books.cafe, "cash") == 0  # the money came back
 
-        ctx = {"sessionmaker": sessionmaker, "dispatcher": None, "settlement_gateway": verifier}
-        assert await jobs.pay_statement(ctx, str(attempt.statement_id)) == "succeeded"
-        async with sessionmaker() as session:
-            attempts = (
-                await session.execute(select(PayoutAttempt).order_by(col(PayoutAttempt.generation)))
-            ).scalars()
-            assert [(a.generation, a.status, a.amount) for a in attempts] == [
-                (1, "reversed", net),
-                (2, "succeeded", net),
-            ]
-        paid = await statement(sessionmaker, attempt.statement_id)
-        assert paid.status == "paid" and paid.settlement_reference != attempt.stripe_id
-        assert await org_clearing(sessionmaker, books.cafe, "cash") == -net
-        transfers = await verifier.find_transfers(
-            transfer_group=statement_transfer_group(attempt.statement_id)
-        )
-        assert sorted((t.amount, t.amount_reversed) for t in transfers) == [(net, 0), (net, net)]
-    finally:
-        app.state.pop("settlement_gateway", None)
-        await verifier.aclose()
+    ctx = {"sessionmaker": sessionmaker, "dispatcher": None, "settlement_gateway": verifier}
+    assert await jobs.pay_statement(ctx, str(attempt.statement_id)) == "succeeded"
+    async with sessionmaker() as session:
+        attempts = (
+            await session.execute(select(PayoutAttempt).order_by(col(PayoutAttempt.generation)))
+        ).scalars()
+        assert [(a.generation, a.status, a.amount) for a in attempts] == [
+            (1, "reversed", net),
+            (2, "succeeded", net),
+        ]
+    paid = await statement(sessionmaker, attempt.statement_id)
+    assert paid.status == "paid" and paid.settlement_reference != attempt.stripe_id
+    assert await org_clearing(sessionmaker, books.cafe, "cash") == -net
+    transfers = await verifier.find_transfers(
+        transfer_group=statement_transfer_group(attempt.statement_id)
+    )
+    assert sorted((t.amount, t.amount_reversed) for t in transfers) == [(net, 0), (net, net)]
 
 
 async def test_a_partial_reversal_seen_only_by_the_backstop_pays_back_the_part(
