@@ -324,11 +324,13 @@ class PayoutAttempt(SQLModel, table=True):
         CheckConstraint(_in("status", PAYOUT_STATUSES), name="status"),
         CheckConstraint("amount > 0", name="amount_positive"),
         CheckConstraint("generation >= 1", name="generation"),
+        # At most one attempt of a statement in progress. (Several may succeed: a transfer
+        # Stripe reverses is paid again by a later generation.)
         Index(
             "uq_payout_attempt_one_open",
             "statement_id",
             unique=True,
-            postgresql_where=text("status IN ('in_flight', 'processing', 'succeeded')"),
+            postgresql_where=text("status IN ('in_flight', 'processing')"),
         ),
     )
 

@@ -9,6 +9,8 @@ Create Date: 2026-12-03
   `reconciliation_item` (a discrepancy, unique per run by its key).
 - `payout_reversal`: a transfer reversal Stripe reported, once per reversal id, with the
   ledger's mirror entry.
+- `uq_payout_attempt_one_open` covers attempts in progress only (`in_flight`, `processing`):
+  after a reversal a statement is paid again while an earlier generation succeeded.
 - `statement_guard` (migration 0008) learns one more transition: `paid -> approved`, with the
   settlement (`settled_at`, `settlement_reference`) cleared and nothing else changed, when a
   transfer of the statement is reversed; it is then paid again (the next attempt). Every other
@@ -55,6 +57,23 @@ _REOPEN = f"""
 _BEFORE = "        IF (OLD.first_approved_by IS NOT NULL"
 assert STATEMENT_GUARD_0008.count(_BEFORE) == 1
 STATEMENT_GUARD_0012 = STATEMENT_GUARD_0008.replace(_BEFORE, _REOPEN.lstrip("\n") + _BEFORE, 1)
+
+
+OPEN = "status IN ('in_flight', 'processing')"
+OPEN_OR_SUCCEEDED = "status IN ('in_flight', 'processing', 'succeeded')"
+
+
+def _one_open_attempt(where: str) -> None:
+    """At most one attempt of a statement in progress; 0009 also counted succeeded ones, but
+    a reversed transfer is paid again by a later generation while an earlier one succeeded."""
+    op.drop_index("uq_payout_attempt_one_open", table_name="payout_attempt")
+    op.create_index(
+        "uq_payout_attempt_one_open",
+        "payout_attempt",
+        ["statement_id"],
+        unique=True,
+        postgresql_where=sa.text(where),
+    )
 
 
 def upgrade() -> None:
@@ -205,9 +224,11 @@ def upgrade() -> None:
         op.f("ix_payout_reversal_statement_id"), "payout_reversal", ["statement_id"], unique=False
     )
     op.execute(STATEMENT_GUARD_0012)
+    _one_open_attempt(OPEN)
 
 
 def downgrade() -> None:
+    _one_open_attempt(OPEN_OR_SUCCEEDED)
     op.execute(STATEMENT_GUARD_0008)
     op.drop_index(op.f("ix_payout_reversal_statement_id"), table_name="payout_reversal")
     op.drop_index(op.f("ix_payout_reversal_attempt_id"), table_name="payout_reversal")

@@ -36,8 +36,10 @@ recorded once per reversal (`record_reversal`), in the event's transaction: a
 (`payout:<statement>:<generation>:reversal:<reversal id>`: `O cash +r`, `C cash -r`), the
 attempt `reversed`, and the statement back from `paid` to `approved`. The next run opens a
 new generation for what is outstanding (the net less what earlier transfers still pay), so a
-partial reversal is paid again in part and a full one in full; a transfer with any reversal
-is never adopted.
+partial reversal is paid again in part and a full one in full. A reversal recorded while a
+later generation is in flight leaves something outstanding when that one is paid: the
+statement goes straight back to approved. Only a transfer of the attempt's own generation,
+with no reversal, is ever adopted.
 """
 
 from __future__ import annotations
@@ -179,8 +181,9 @@ async def _open_attempt(
     session: AsyncSession, statement_id: uuid.UUID, now: datetime
 ) -> PayoutAttempt | None:
     """Transaction 1: the open attempt of an approved statement, creating it (with its hold)
-    when there is none or the last one failed. None when there is nothing to pay (not
-    approved, already settled, the carrier's own, or carried forward). Commits."""
+    for what is outstanding when none is open (the first, or after one failed or Stripe took
+    money back). None when there is nothing to pay (not approved, already settled, the
+    carrier's own, or carried forward). Commits."""
     statement = await session.get(
         Statement, statement_id, with_for_update=True, populate_existing=True
     )
@@ -190,7 +193,7 @@ async def _open_attempt(
     if statement.status != "approved":
         await session.commit()
         return latest if latest is not None and latest.status != "failed" else None
-    if latest is not None and latest.status not in ("failed", "reversed"):
+    if latest is not None and latest.status in ("in_flight", "processing"):
         await session.commit()
         return latest
     direction = settlement_direction(statement.net)
@@ -253,14 +256,14 @@ async def _adopt_or_transfer(
     gateway: SettlementGateway, attempt: PayoutAttempt, statement: Statement
 ) -> Transfer:
     group = statement_transfer_group(statement.id)
-    metadata = statement_metadata(statement)
+    metadata = {**statement_metadata(statement), "generation": str(attempt.generation)}
     found = [
         t
         for t in await gateway.find_transfers(transfer_group=group, metadata=metadata)
         if t.amount_reversed == 0  # a reversed one was recorded, and is paid again
     ]
     if found:
-        return found[0]  # an earlier try did it: adopt, never pay twice
+        return found[0]  # an earlier try of this attempt did it: adopt, never pay twice
     return await gateway.create_transfer(
         TransferRequest(
             amount=attempt.amount,
@@ -268,7 +271,7 @@ async def _adopt_or_transfer(
             destination=attempt.destination,
             transfer_group=group,
             idempotency_key=attempt.idempotency_key,
-            metadata={**metadata, "generation": str(attempt.generation)},
+            metadata=metadata,
             description=f"Statement {statement.first_day} - {statement.last_day}",
         )
     )
@@ -320,7 +323,11 @@ async def _finish(
     )
     attempt.status, attempt.stripe_id, attempt.updated_at = "succeeded", stripe_id, now
     if attempt.direction == "transfer":
-        await statements.mark_paid(session, attempt.statement_id, reference=stripe_id, at=now)
+        paid = await statements.mark_paid(
+            session, attempt.statement_id, reference=stripe_id, at=now
+        )
+        if await _outstanding(session, paid) > 0:  # another reversal came in the meantime
+            await statements.mark_reversed(session, paid.id)
     else:
         await statements.mark_collected(session, attempt.statement_id, reference=stripe_id, at=now)
 

@@ -13,12 +13,14 @@ from sqlmodel import col, select
 
 from coalition.platform.db import SessionMaker
 from coalition.settlement import jobs
-from coalition.settlement.gateway import statement_transfer_group
+from coalition.settlement.gateway import Transfer, TransferRequest, statement_transfer_group
 from coalition.settlement.models import JournalEntry, PayoutAttempt, PayoutReversal, StripeEvent
-from coalition.settlement.services import stripe_events
+from coalition.settlement.services import payouts, stripe_events
+from coalition.settlement.simulator import SimulatorServer
 from coalition.settlement.simulator.control import SimulatorControl
 from coalition.settlement.stripe_gateway import StripeGateway
 from tests.integration.stripe_helpers import (
+    API_KEY,
     SignedWebhooks,
     forward_webhooks,
     gateway,
@@ -164,3 +166,53 @@ async def test_events_of_two_reversals_handled_concurrently_record_each_once(
     async with sessionmaker() as session:
         assert len((await session.execute(select(StripeEvent))).scalars().all()) == 2
     assert await org_clearing(sessionmaker, books.cafe, "cash") == -(attempt.amount - 300)
+
+
+async def test_a_reversal_while_the_repayment_is_in_flight_is_paid_by_the_next_generation(
+    client: Client,
+    books: Books,
+    sessionmaker: SessionMaker,
+    stripe_server: SimulatorServer,
+    simulator: SimulatorControl,
+    gateway: StripeGateway,
+) -> None:
+    attempt = await paid_cafe(client, books, sessionmaker, simulator, gateway)
+    first = str(attempt.stripe_id)
+    await gateway.reverse_transfer(first, amount=1_000, idempotency_key="r-1")
+    ctx = {"sessionmaker": sessionmaker, "dispatcher": None, "settlement_gateway": gateway}
+    assert await jobs.ingest_stripe_events(ctx) == 1
+
+    class ReversedMeanwhile(StripeGateway):
+        """While the repayment is being made, Stripe takes back more of the first transfer
+        and the event is handled (its own transaction)."""
+
+        async def create_transfer(self, request: TransferRequest) -> Transfer:
+            await gateway.reverse_transfer(first, amount=400, idempotency_key="r-2")
+            assert await jobs.ingest_stripe_events(ctx) == 1
+            return await super().create_transfer(request)
+
+    meanwhile = ReversedMeanwhile(API_KEY, api_base=stripe_server.url)
+    try:
+        async with sessionmaker() as session:
+            repaid = await payouts.pay_statement(session, meanwhile, attempt.statement_id)
+    finally:
+        await meanwhile.aclose()
+    assert repaid is not None and (repaid.generation, repaid.amount) == (2, 1_000)
+    # Paid, but 400 more was taken back meanwhile: approved again, for generation 3.
+    assert (await statement(sessionmaker, attempt.statement_id)).status == "approved"
+    assert await jobs.pay_statement(ctx, str(attempt.statement_id)) == "succeeded"
+    async with sessionmaker() as session:
+        rows = await session.execute(
+            select(PayoutAttempt).where(col(PayoutAttempt.statement_id) == attempt.statement_id)
+        )
+        assert sorted((a.generation, a.amount, a.status) for a in rows.scalars()) == [
+            (1, attempt.amount, "reversed"),
+            (2, 1_000, "succeeded"),
+            (3, 400, "succeeded"),
+        ]
+    assert (await statement(sessionmaker, attempt.statement_id)).status == "paid"
+    assert await org_clearing(sessionmaker, books.cafe, "cash") == -attempt.amount
+    transfers = await gateway.find_transfers(
+        transfer_group=statement_transfer_group(attempt.statement_id)
+    )
+    assert sum(t.amount - t.amount_reversed for t in transfers) == attempt.amount
