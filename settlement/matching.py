@@ -16,12 +16,15 @@ payout, a declined card) is not a movement.
 Matching, in passes; each movement on each side is matched at most once:
 
 1. **exact id**: our movement names the Stripe object (`stripe_id`) and Stripe has it;
-2. **metadata recovery**: our movement has no Stripe id (or Stripe lacks it) and a Stripe
-   object's metadata names the same statement and attempt (`recovery_key`, the crash case:
-   Stripe moved the money and we never heard);
-3. **group sums**: what is left of one statement's transfer group (`group`) on each side:
-   one against one is a pair; several whose sums are equal (same currency and status,
-   never within a tolerance) match together.
+2. **metadata recovery**: our movement has no Stripe id and a Stripe object's metadata names
+   the same statement and attempt (`recovery_key`; the crash case: Stripe moved the money
+   and we never heard);
+3. **group sums**: what is left of one statement's transfer group (`group`) on each side
+   (ours without a Stripe id): one against one is a pair; several whose sums are equal (same
+   currency and status, never within a tolerance) match together.
+
+An id we recorded is authoritative: if Stripe lacks that object, ours is missing there,
+whatever else Stripe has.
 
 A pair whose currencies differ is a `currency_mismatch`, else whose amounts differ (the Stripe
 object's or the balance transaction it moved) an `amount_mismatch`, else whose statuses differ
@@ -44,7 +47,7 @@ from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, time, timedelta
-from typing import Literal
+from typing import Literal, get_args
 
 from coalition.settlement.gateway import BalanceTransaction, Collection, Transfer
 
@@ -58,14 +61,7 @@ Category = Literal[
     "status_mismatch",
     "duplicate",
 ]
-CATEGORIES: tuple[Category, ...] = (
-    "missing_in_stripe",
-    "missing_in_ledger",
-    "amount_mismatch",
-    "currency_mismatch",
-    "status_mismatch",
-    "duplicate",
-)
+CATEGORIES: tuple[Category, ...] = get_args(Category)
 Action = Literal[
     "retry_payout",
     "ingest_stripe_events",
@@ -74,14 +70,7 @@ Action = Literal[
     "wait_for_stripe",
     "investigate",
 ]
-ACTIONS: tuple[Action, ...] = (
-    "retry_payout",
-    "ingest_stripe_events",
-    "reverse_duplicate",
-    "refund_duplicate",
-    "wait_for_stripe",
-    "investigate",
-)
+ACTIONS: tuple[Action, ...] = get_args(Action)
 Side = Literal["ledger", "stripe", "both"]
 Rule = Literal["id", "metadata", "group"]
 
@@ -308,8 +297,7 @@ class _Matcher:
 
     def unrecorded(self) -> list[LedgerMovement]:
         """Our movements left that name no Stripe object: only these are recovered by
-        metadata or group (an id we recorded is authoritative: if Stripe lacks that object,
-        it is missing, whatever else Stripe has)."""
+        metadata or group."""
         return [m for m in self.ledger_left.values() if m.stripe_id is None]
 
     def by_metadata(self) -> None:

@@ -13,6 +13,13 @@ from datetime import UTC, datetime, timedelta
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
+from coalition.settlement.gateway import (
+    BalanceTransaction,
+    Collection,
+    CollectionStatus,
+    Transfer,
+    TransferReversal,
+)
 from coalition.settlement.matching import (
     CATEGORIES,
     LedgerMovement,
@@ -23,6 +30,7 @@ from coalition.settlement.matching import (
     reconcile,
     recovery_key,
     signed,
+    stripe_movements,
 )
 
 T0 = datetime(2026, 11, 16, tzinfo=UTC)
@@ -343,3 +351,72 @@ def test_suggested_actions() -> None:
     stranger = StripeMovement("tr_x", "transfer", 100, "CNY", "settled", T0)
     [unknown_transfer] = match([], [stranger]).discrepancies
     assert unknown_transfer.action == "investigate"
+
+
+def test_stripe_objects_become_movements_with_what_their_balance_transactions_moved() -> None:
+    def bt(source: str, kind: str, amount: int, currency: str = "CNY") -> BalanceTransaction:
+        return BalanceTransaction(
+            id=f"txn_{source}",
+            type=kind,
+            amount=amount,
+            fee=0,
+            net=amount,
+            currency=currency,
+            source_id=source,
+            created=T0,
+            available_on=T0,
+            status="available",
+            reporting_category=kind,
+        )
+
+    reversal = TransferReversal("trr_1", "tr_1", 300, "CNY", T0, {})
+    transfer = Transfer(
+        id="tr_1",
+        amount=1_000,
+        currency="CNY",
+        destination="acct_cafe",
+        transfer_group="statement_s1",
+        metadata={"statement_id": "s1", "generation": "2"},
+        created=T0,
+        amount_reversed=300,
+        reversed=False,
+        balance_transaction_id="txn_tr_1",
+        reversals=(reversal,),
+    )
+
+    def intent(intent_id: str, status: CollectionStatus) -> Collection:
+        return Collection(
+            id=intent_id,
+            status=status,
+            amount=500,
+            amount_received=500 if status == "succeeded" else 0,
+            currency="CNY",
+            customer_id="cus_bank",
+            payment_method_id="pm_1",
+            charge_id=f"ch_{intent_id}",
+            metadata={"statement_id": "s2", "generation": "1"},
+            created=T0,
+        )
+
+    found = stripe_movements(
+        [transfer],
+        [intent("pi_ok", "succeeded"), intent("pi_debit", "processing"), intent("pi_no", "failed")],
+        [
+            bt("tr_1", "transfer", -999),  # the transfer says 1000, its money says 999
+            bt("trr_1", "transfer_refund", 300),
+            bt("ch_pi_ok", "charge", 500),
+            bt("tr_gone", "transfer", -70),  # a transfer known only by its money
+            bt("tu_1", "topup", 1_000_000),  # the platform's own business
+        ],
+    )
+    assert [
+        (m.id, m.kind, m.amount, m.status, m.balance_amount, m.recovery_key, m.group) for m in found
+    ] == [
+        ("tr_1", "transfer", 1_000, "settled", 999, "transfer:s1:2", "statement_s1"),
+        ("trr_1", "transfer_reversal", 300, "settled", 300, None, "reversals:tr_1"),
+        ("pi_ok", "collection", 500, "settled", 500, "collection:s2:1", None),
+        ("pi_debit", "collection", 500, "pending", None, "collection:s2:1", None),
+        ("tr_gone", "transfer", 70, "settled", 70, None, None),
+    ]
+    assert {m.counterparty for m in found[:4]} == {"acct_cafe", "cus_bank"}
+    assert (found[0].statement, found[2].statement) == ("s1", "s2")
