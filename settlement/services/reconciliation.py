@@ -24,10 +24,11 @@ Reading Stripe happens outside any database transaction and holds no lock.
 from __future__ import annotations
 
 import uuid
+from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, TypeVar
 
 import msgspec
 from sqlalchemy import ColumnElement, delete, func, or_, text
@@ -411,16 +412,13 @@ async def _store(
 
 
 async def execute(
-    session: AsyncSession,
-    gateway: SettlementGateway,
-    run_id: uuid.UUID,
-    now: datetime | None = None,
+    session: AsyncSession, gateway: SettlementGateway, run_id: uuid.UUID
 ) -> ReconciliationRun:
     """Reconcile the run's window now (idempotent; safe to run twice or concurrently: the
     items are written under the run's lock and keyed). A gateway error fails the run and is
     raised (`retryable` ones are worth another try)."""
     run = await _locked(session, run_id)
-    run.status, run.started_at, run.updated_at = "running", now or utcnow(), utcnow()
+    run.status, run.started_at, run.updated_at = "running", utcnow(), utcnow()
     start, end, requests = run.window_start, run.window_end, run.requests
     await session.commit()
     try:
@@ -433,7 +431,7 @@ async def execute(
         raise
     outcome = matching.reconcile([o.movement for o in ours], stripe, (start, end))
     owners = await _owners(session, outcome.discrepancies)
-    return await _store(session, run_id, requests, outcome, owners, now or utcnow())
+    return await _store(session, run_id, requests, outcome, owners, utcnow())
 
 
 async def fail(session: AsyncSession, run_id: uuid.UUID, error: GatewayError) -> None:
@@ -447,13 +445,12 @@ async def reconcile_previous_day(
     session: AsyncSession, gateway: SettlementGateway, now: datetime | None = None
 ) -> ReconciliationRun:
     """The schedule's run: the UTC day before `now`."""
-    now = now or utcnow()
-    start, end = matching.utc_day(now - timedelta(days=1))
+    start, end = matching.utc_day((now or utcnow()) - timedelta(days=1))
     run = await _run_for(session, start, end, None)
     run.requests += 1
     run_id = run.id
     await session.commit()
-    return await execute(session, gateway, run_id, now)
+    return await execute(session, gateway, run_id)
 
 
 # --- the finance API ---------------------------------------------------------------------------
@@ -481,47 +478,16 @@ def _window(data: ReconciliationRequest, now: datetime) -> tuple[datetime, datet
     return start, end
 
 
-def _run_read(
-    run: ReconciliationRun,
-    principal: Principal,
-    totals: Sequence[ReconciliationTotal],
-    visible: int,
-) -> ReconciliationRunRead:
-    everything = principal.sees_all_tenants
-    return ReconciliationRunRead(
-        id=run.id,
-        window_start=run.window_start,
-        window_end=run.window_end,
-        status=run.status,
-        requested_by=run.requested_by,
-        requests=run.requests,
-        started_at=run.started_at,
-        finished_at=run.finished_at,
-        error=run.error,
-        created_at=run.created_at,
-        updated_at=run.updated_at,
-        discrepancies=run.discrepancies if everything else visible,
-        matched=run.matched if everything else None,
-        totals=(
-            [
-                ReconciliationTotalRead(
-                    **{
-                        name: getattr(total, name)
-                        for name in ReconciliationTotalRead.__struct_fields__
-                    }
-                )
-                for total in totals
-            ]
-            if everything
-            else None
-        ),
-    )
+ReadT = TypeVar("ReadT", bound=msgspec.Struct)
+
+
+def _as(read: type[ReadT], row: object) -> ReadT:
+    """A response struct from a row's attributes of the same names."""
+    return read(**{name: getattr(row, name) for name in read.__struct_fields__})
 
 
 def item_read(item: ReconciliationItem) -> ReconciliationItemRead:
-    return ReconciliationItemRead(
-        **{name: getattr(item, name) for name in ReconciliationItemRead.__struct_fields__}
-    )
+    return _as(ReconciliationItemRead, item)
 
 
 async def request_run(
@@ -538,7 +504,7 @@ async def request_run(
         run.status, run.requested_by, run.updated_at = "queued", principal.user_id, utcnow()
         run.requests += 1
         await enqueue(session, JOB_NAME, str(run.id), key=f"{JOB_NAME}:{run.id}:{run.requests}")
-    read = await _read_run(session, principal, run)
+    [read] = await _read_runs(session, principal, [run])
     await commit(session)
     return read
 
@@ -549,22 +515,47 @@ def _visible_items(principal: Principal) -> list[ColumnElement[bool]]:
     return [col(ReconciliationItem.org_id) == principal.org_id]
 
 
-async def _read_run(
-    session: AsyncSession, principal: Principal, run: ReconciliationRun
-) -> ReconciliationRunRead:
-    totals = (
+async def _read_runs(
+    session: AsyncSession, principal: Principal, runs: Sequence[ReconciliationRun]
+) -> list[ReconciliationRunRead]:
+    """The runs as the principal may see them: with the platform's totals and figures for
+    the carrier's staff, with only their own items' count for a partner."""
+    ids = [run.id for run in runs]
+    totals: dict[uuid.UUID, list[ReconciliationTotalRead]] = defaultdict(list)
+    for total in (
         await session.execute(
             select(ReconciliationTotal)
-            .where(col(ReconciliationTotal.run_id) == run.id)
+            .where(col(ReconciliationTotal.run_id).in_(ids))
             .order_by(col(ReconciliationTotal.currency))
         )
-    ).scalars()
+    ).scalars():
+        totals[total.run_id].append(_as(ReconciliationTotalRead, total))
     visible = await session.execute(
-        sa_select(func.count())
-        .select_from(ReconciliationItem)
-        .where(col(ReconciliationItem.run_id) == run.id, *_visible_items(principal))
+        sa_select(col(ReconciliationItem.run_id), func.count())
+        .where(col(ReconciliationItem.run_id).in_(ids), *_visible_items(principal))
+        .group_by(col(ReconciliationItem.run_id))
     )
-    return _run_read(run, principal, list(totals), int(visible.scalar_one()))
+    counts: dict[uuid.UUID, int] = dict(visible.tuples().all())
+    everything = principal.sees_all_tenants
+    return [
+        ReconciliationRunRead(
+            id=run.id,
+            window_start=run.window_start,
+            window_end=run.window_end,
+            status=run.status,
+            requested_by=run.requested_by,
+            requests=run.requests,
+            started_at=run.started_at,
+            finished_at=run.finished_at,
+            error=run.error,
+            created_at=run.created_at,
+            updated_at=run.updated_at,
+            discrepancies=counts.get(run.id, 0),
+            matched=run.matched if everything else None,
+            totals=totals[run.id] if everything else None,
+        )
+        for run in runs
+    ]
 
 
 async def list_runs(
@@ -589,7 +580,7 @@ async def list_runs(
             .offset(offset)
         )
     ).scalars()
-    return [await _read_run(session, principal, run) for run in runs], int(total.scalar_one())
+    return await _read_runs(session, principal, list(runs)), int(total.scalar_one())
 
 
 async def get_run(
@@ -598,7 +589,8 @@ async def get_run(
     run = await session.get(ReconciliationRun, run_id, populate_existing=True)
     if run is None:
         raise ReconciliationRunNotFound()
-    return await _read_run(session, principal, run)
+    [read] = await _read_runs(session, principal, [run])
+    return read
 
 
 async def list_items(
