@@ -88,6 +88,8 @@ class Transfer:
     amount_reversed: int
     reversed: bool
     balance_transaction_id: str | None
+    # The reversals Stripe lists with the transfer (its first page of them: up to ten).
+    reversals: tuple[TransferReversal, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -98,6 +100,7 @@ class TransferReversal:
     currency: str
     created: datetime
     metadata: Mapping[str, str]
+    balance_transaction_id: str | None = None
 
 
 @dataclass(frozen=True)
@@ -128,6 +131,7 @@ class Collection:
     created: datetime
     failure_code: str | None = None
     failure_message: str | None = None
+    transfer_group: str | None = None
 
 
 @dataclass(frozen=True)
@@ -287,6 +291,10 @@ class SettlementGateway(Protocol):
         destination: str | None = None,
         transfer_group: str | None = None,
     ) -> list[Transfer]: ...
+
+    async def list_collections(
+        self, *, created_from: datetime, created_to: datetime
+    ) -> list[Collection]: ...
 
     async def list_events(
         self,

@@ -3,14 +3,20 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import structlog
 
 from coalition.platform.db import utcnow
-from coalition.platform.jobs import JobContext, JobRegistry, job_session
+from coalition.platform.jobs import JobContext, JobRegistry, TransientError, job_session
 from coalition.platform.settings import get_settings
-from coalition.settlement.gateway import GatewayNotConfigured, SettlementGateway
-from coalition.settlement.services import payouts, statements, stripe_events
+from coalition.settlement.gateway import (
+    GatewayNotConfigured,
+    GatewayUnavailable,
+    SettlementGateway,
+)
+from coalition.settlement.services import payouts, reconciliation, statements, stripe_events
 from coalition.settlement.stripe_gateway import StripeGateway
 
 registry = JobRegistry("settlement")
@@ -84,3 +90,44 @@ async def ingest_stripe_events(ctx: JobContext) -> int:
 
 
 registry.cron(ingest_stripe_events, minute=set(range(0, 60, 5)), second=30)
+
+
+@contextmanager
+def _retried_while_stripe_is_unavailable() -> Iterator[None]:
+    """Stripe did not answer: the job is tried again later, with backoff."""
+    try:
+        yield
+    except GatewayUnavailable as exc:
+        raise TransientError(exc.message) from exc
+
+
+@registry.job(timeout=3600)
+async def reconcile(ctx: JobContext, run_id: str) -> int:
+    """Execute one reconciliation run (asked for through the API); its discrepancies.
+    Idempotent and safe concurrently (see `settlement/services/reconciliation.py`); Stripe
+    not answering is retried with backoff."""
+    async with job_session(ctx) as session:
+        try:
+            gateway = _gateway(ctx)
+        except GatewayNotConfigured as exc:  # asked for explicitly: fail loudly
+            await reconciliation.fail(session, uuid.UUID(run_id), exc)
+            raise
+        with _retried_while_stripe_is_unavailable():
+            run = await reconciliation.execute(session, gateway, uuid.UUID(run_id))
+        return run.discrepancies
+
+
+@registry.job(timeout=3600)
+async def reconcile_previous_day(ctx: JobContext) -> int:
+    """The daily run: the UTC day before; its discrepancies."""
+    gateway = _scheduled_gateway(ctx, "reconcile_previous_day")
+    if gateway is None:
+        return 0
+    async with job_session(ctx) as session:
+        with _retried_while_stripe_is_unavailable():
+            run = await reconciliation.reconcile_previous_day(session, gateway)
+        return run.discrepancies
+
+
+# Early in the UTC day: late webhooks and the event backstop have had an hour.
+registry.cron(reconcile_previous_day, hour=1, minute=10, second=0)

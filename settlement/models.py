@@ -8,6 +8,9 @@
 - `statement`, `statement_entry`, `statement_line`: per organization, currency and settlement
   period, the entries assigned to it at close (each exactly once) and its lines;
   `statement_pending`: what no statement holds yet (migration 0008).
+- `payout_attempt`, `payout_reversal`, `stripe_account`, `stripe_event`: settling statements
+  through Stripe (migrations 0009, 0012); `reconciliation_run`, `reconciliation_total`,
+  `reconciliation_item`: what reconciliation found (migration 0012).
 
 The database enforces what the code also checks (see migration 0004): an entry's postings sum
 to zero per currency and there are at least two of them (a deferred constraint trigger, checked
@@ -40,6 +43,7 @@ from sqlmodel import Field, SQLModel
 
 from coalition.merchants.models import fk, org_fk
 from coalition.platform.db import id_field, timestamp_field
+from coalition.settlement.matching import ACTIONS, CATEGORIES
 
 ACCOUNT_PURPOSES = (
     "partner_receivable",
@@ -151,7 +155,9 @@ class Statement(SQLModel, table=True):
     settlement period `[period_start, period_end)` of one cycle (local midnights in
     `timezone`, the organization's at close). Frozen once closed (migration 0008's trigger):
     afterwards only its status moves, along `closed -> approved -> paid | collected |
-    carried_forward`, with the approvals and the settlement reference set once."""
+    carried_forward`, with the approvals and the settlement reference set once; a reversed
+    transfer moves it back `paid -> approved`, its settlement cleared, to be paid again
+    (migration 0012)."""
 
     __tablename__ = "statement"
     __table_args__ = (
@@ -318,11 +324,13 @@ class PayoutAttempt(SQLModel, table=True):
         CheckConstraint(_in("status", PAYOUT_STATUSES), name="status"),
         CheckConstraint("amount > 0", name="amount_positive"),
         CheckConstraint("generation >= 1", name="generation"),
+        # At most one attempt of a statement in progress. (Several may succeed: a transfer
+        # Stripe reverses is paid again by a later generation.)
         Index(
             "uq_payout_attempt_one_open",
             "statement_id",
             unique=True,
-            postgresql_where=text("status IN ('in_flight', 'processing', 'succeeded')"),
+            postgresql_where=text("status IN ('in_flight', 'processing')"),
         ),
     )
 
@@ -367,4 +375,129 @@ class StripeEventCursor(SQLModel, table=True):
 
     name: str = Field(primary_key=True, max_length=32)
     event_id: str = Field(max_length=255)
+    updated_at: datetime = timestamp_field(now=True)
+
+
+class PayoutReversal(SQLModel, table=True):
+    """Money of a paid transfer that Stripe reports taken back (a transfer reversal), recorded
+    once per reversal (its Stripe id is unique) with the ledger's mirror entry
+    (`payout:<statement>:<generation>:reversal:<id>`), in the transaction that handles the
+    event."""
+
+    __tablename__ = "payout_reversal"
+    __table_args__ = (CheckConstraint("amount > 0", name="amount_positive"),)
+
+    id: uuid.UUID = id_field()
+    attempt_id: uuid.UUID = fk("payout_attempt.id")
+    statement_id: uuid.UUID = fk("statement.id")
+    org_id: uuid.UUID = org_fk(index=False)
+    stripe_id: str = Field(max_length=64, unique=True)
+    transfer_id: str = Field(max_length=64)
+    amount: int = Field(sa_column=Column(BigInteger, nullable=False))
+    currency: str = Field(max_length=3)
+    entry_id: uuid.UUID = fk("journal_entry.id", index=False)
+    stripe_created: datetime = timestamp_field()
+    created_at: datetime = timestamp_field(now=True)
+
+
+# --- reconciliation (migration 0012) -----------------------------------------------------------
+
+RUN_STATUSES = ("queued", "running", "completed", "failed")
+MOVEMENT_KINDS = ("transfer", "collection", "transfer_reversal")
+MOVEMENT_STATUSES = ("settled", "pending")
+DISCREPANCY_SIDES = ("ledger", "stripe", "both")
+
+
+class ReconciliationRun(SQLModel, table=True):
+    """Reconciliation of one window `[window_start, window_end)`: one row per window (a
+    second run of the window, even a concurrent one, works on the same row under its lock).
+    `requests` counts the executions asked for (the job of each is enqueued once)."""
+
+    __tablename__ = "reconciliation_run"
+    __table_args__ = (
+        UniqueConstraint("window_start", "window_end"),
+        CheckConstraint("window_end > window_start", name="window"),
+        CheckConstraint(_in("status", RUN_STATUSES), name="status"),
+        Index("ix_reconciliation_run_window_end", "window_end"),
+    )
+
+    id: uuid.UUID = id_field()
+    window_start: datetime = timestamp_field()
+    window_end: datetime = timestamp_field()
+    status: str = Field(default="queued", max_length=16)
+    requested_by: uuid.UUID | None = None  # the user; None: the schedule
+    requests: int = 0
+    matched: int = 0
+    discrepancies: int = 0
+    started_at: datetime | None = timestamp_field(nullable=True)
+    finished_at: datetime | None = timestamp_field(nullable=True)
+    error: str | None = Field(default=None, max_length=500)
+    created_at: datetime = timestamp_field(now=True)
+    updated_at: datetime = timestamp_field(now=True)
+
+
+class ReconciliationTotal(SQLModel, table=True):
+    """A run's control totals in one currency (`settlement.matching.Totals`): movements and
+    their signed sum on each side (seen from the platform's balance: transfers out, collections
+    and reversals in), how many matched on each side, how many discrepancies."""
+
+    __tablename__ = "reconciliation_total"
+    __table_args__ = (PrimaryKeyConstraint("run_id", "currency"),)
+
+    run_id: uuid.UUID = Field(
+        sa_column=Column(
+            Uuid, ForeignKey("reconciliation_run.id", ondelete="CASCADE"), nullable=False
+        )
+    )
+    currency: str = Field(max_length=3)
+    ledger_count: int = 0
+    ledger_amount: int = _money()
+    stripe_count: int = 0
+    stripe_amount: int = _money()
+    matched_ledger: int = 0
+    matched_stripe: int = 0
+    discrepancies: int = 0
+
+
+class ReconciliationItem(SQLModel, table=True):
+    """One discrepancy of a run: its category, both sides' ids, amounts, currencies and
+    statuses (what each side has), and a suggested action. `key` (category and both ids) is
+    unique in the run, so running a window again updates its items instead of adding any;
+    items no longer found are removed."""
+
+    __tablename__ = "reconciliation_item"
+    __table_args__ = (
+        UniqueConstraint("run_id", "key"),
+        CheckConstraint(_in("category", CATEGORIES), name="category"),
+        CheckConstraint(_in("kind", MOVEMENT_KINDS), name="kind"),
+        CheckConstraint(_in("side", DISCREPANCY_SIDES), name="side"),
+        CheckConstraint(_in("suggested_action", ACTIONS), name="suggested_action"),
+        Index("ix_reconciliation_item_run_id_org_id", "run_id", "org_id"),
+    )
+
+    id: uuid.UUID = id_field()
+    run_id: uuid.UUID = Field(
+        sa_column=Column(
+            Uuid, ForeignKey("reconciliation_run.id", ondelete="CASCADE"), nullable=False
+        )
+    )
+    key: str = Field(max_length=300)
+    category: str = Field(max_length=32)
+    kind: str = Field(max_length=32)
+    side: str = Field(max_length=8)
+    suggested_action: str = Field(max_length=32)
+    org_id: uuid.UUID | None = Field(default=None, sa_column=Column(Uuid, nullable=True))
+    statement_id: uuid.UUID | None = Field(default=None, sa_column=Column(Uuid, nullable=True))
+    ledger_id: uuid.UUID | None = Field(default=None, sa_column=Column(Uuid, nullable=True))
+    ledger_amount: int | None = Field(default=None, sa_column=Column(BigInteger, nullable=True))
+    ledger_currency: str | None = Field(default=None, max_length=3)
+    ledger_status: str | None = Field(default=None, max_length=16)
+    stripe_id: str | None = Field(default=None, max_length=64)
+    stripe_amount: int | None = Field(default=None, sa_column=Column(BigInteger, nullable=True))
+    stripe_balance_amount: int | None = Field(
+        default=None, sa_column=Column(BigInteger, nullable=True)
+    )
+    stripe_currency: str | None = Field(default=None, max_length=3)
+    stripe_status: str | None = Field(default=None, max_length=16)
+    created_at: datetime = timestamp_field(now=True)
     updated_at: datetime = timestamp_field(now=True)

@@ -63,8 +63,11 @@ def _metadata(value: Any) -> dict[str, str]:
     return {str(k): str(v) for k, v in (value or {}).items()}
 
 
-def _transfer(obj: Any) -> Transfer:
+def transfer_from_json(obj: Any) -> Transfer:
+    """A transfer from Stripe's JSON (an SDK object, or the `data.object` of an event), with
+    the reversals listed in it."""
     data = _plain(obj)
+    listed = data.get("reversals") or {}
     return Transfer(
         id=data["id"],
         amount=data["amount"],
@@ -75,6 +78,20 @@ def _transfer(obj: Any) -> Transfer:
         created=_timestamp(data.get("created")),
         amount_reversed=data.get("amount_reversed") or 0,
         reversed=bool(data.get("reversed")),
+        balance_transaction_id=_id(data.get("balance_transaction")),
+        reversals=tuple(_reversal(item, data["id"]) for item in listed.get("data") or ()),
+    )
+
+
+def _reversal(obj: Any, transfer_id: str) -> TransferReversal:
+    data = _plain(obj)
+    return TransferReversal(
+        id=data["id"],
+        transfer_id=_id(data.get("transfer")) or transfer_id,
+        amount=data["amount"],
+        currency=data["currency"].upper(),
+        created=_timestamp(data.get("created")),
+        metadata=_metadata(data.get("metadata")),
         balance_transaction_id=_id(data.get("balance_transaction")),
     )
 
@@ -118,6 +135,7 @@ def _collection(obj: Any) -> Collection:
         created=_timestamp(data.get("created")),
         failure_code=error.get("code"),
         failure_message=error.get("message"),
+        transfer_group=data.get("transfer_group"),
     )
 
 
@@ -302,14 +320,14 @@ class StripeGateway:
             )
         except stripe.StripeError as exc:
             raise _translate(exc) from exc
-        return _transfer(transfer)
+        return transfer_from_json(transfer)
 
     async def get_transfer(self, transfer_id: str) -> Transfer:
         try:
             transfer = await self._client.v1.transfers.retrieve_async(transfer_id)
         except stripe.StripeError as exc:
             raise _translate(exc) from exc
-        return _transfer(transfer)
+        return transfer_from_json(transfer)
 
     async def find_transfers(
         self, *, transfer_group: str, metadata: Mapping[str, str] | None = None
@@ -320,7 +338,7 @@ class StripeGateway:
             self._client.v1.transfers.list_async,
             {"transfer_group": transfer_group, "limit": self._page_size},
         )
-        transfers = [_transfer(item) for item in found]
+        transfers = [transfer_from_json(item) for item in found]
         return [t for t in transfers if all(t.metadata.get(k) == v for k, v in wanted.items())]
 
     async def update_transfer_metadata(
@@ -333,7 +351,7 @@ class StripeGateway:
             )
         except stripe.StripeError as exc:
             raise _translate(exc) from exc
-        return _transfer(transfer)
+        return transfer_from_json(transfer)
 
     async def reverse_transfer(
         self,
@@ -354,15 +372,7 @@ class StripeGateway:
             )
         except stripe.StripeError as exc:
             raise _translate(exc) from exc
-        data = _plain(reversal)
-        return TransferReversal(
-            id=data["id"],
-            transfer_id=_id(data.get("transfer")) or transfer_id,
-            amount=data["amount"],
-            currency=data["currency"].upper(),
-            created=_timestamp(data.get("created")),
-            metadata=_metadata(data.get("metadata")),
-        )
+        return _reversal(reversal, transfer_id)
 
     # ------------------------------------------------------------------ collections
 
@@ -514,7 +524,20 @@ class StripeGateway:
         if transfer_group:
             params["transfer_group"] = transfer_group
         found = await self._all(self._client.v1.transfers.list_async, params)
-        return [_transfer(item) for item in found]
+        return [transfer_from_json(item) for item in found]
+
+    async def list_collections(
+        self, *, created_from: datetime, created_to: datetime
+    ) -> list[Collection]:
+        """Every PaymentIntent created in `[created_from, created_to)`, all pages."""
+        found = await self._all(
+            self._client.v1.payment_intents.list_async,
+            {
+                "created": {"gte": _seconds(created_from), "lt": _seconds(created_to)},
+                "limit": self._page_size,
+            },
+        )
+        return [_collection(item) for item in found]
 
     async def list_events(
         self,

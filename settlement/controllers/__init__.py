@@ -1,5 +1,17 @@
 """The settlement domain's HTTP API, one module per area."""
 
-from coalition.settlement.controllers import ledger, payouts, statements, stripe_webhooks
+from coalition.settlement.controllers import (
+    ledger,
+    payouts,
+    reconciliation,
+    statements,
+    stripe_webhooks,
+)
 
-ROUTES = [*ledger.ROUTES, *statements.ROUTES, *payouts.ROUTES, *stripe_webhooks.ROUTES]
+ROUTES = [
+    *ledger.ROUTES,
+    *statements.ROUTES,
+    *payouts.ROUTES,
+    *stripe_webhooks.ROUTES,
+    *reconciliation.ROUTES,
+]

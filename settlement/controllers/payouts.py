@@ -42,7 +42,8 @@ def provide_gateway(state: State, settings: Settings) -> SettlementGateway:
 Gateway = Annotated[SettlementGateway, Dependency(skip_validation=True)]
 GATEWAY = {"gateway": Provide(provide_gateway, sync_to_thread=False)}
 PayoutStatus = Annotated[
-    Literal["in_flight", "processing", "succeeded", "failed"] | None, Parameter(query="status")
+    Literal["in_flight", "processing", "succeeded", "failed", "reversed"] | None,
+    Parameter(query="status"),
 ]
 
 

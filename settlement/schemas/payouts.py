@@ -18,7 +18,7 @@ class PayoutRead(Response):
     amount: int
     currency: str
     destination: str
-    status: str  # in_flight | processing | succeeded | failed
+    status: str  # in_flight | processing | succeeded | failed | reversed
     stripe_id: str | None
     hold_entry_id: uuid.UUID
     settle_entry_id: uuid.UUID | None

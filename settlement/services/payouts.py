@@ -29,6 +29,17 @@ paid), and every `payout_clearing` balance is zero unless a hold is still in tra
 The carrier's own statements are settled without Stripe (no transfer to itself): marked paid
 or collected with the reference `carrier:<statement>`. A negative net of an organization with
 no saved payment method is carried forward into its next statement.
+
+A transfer Stripe reverses (`transfer.reversed`, from a webhook or the polling backstop) is
+recorded once per reversal (`record_reversal`), in the event's transaction: a
+`payout_reversal` row, the ledger's mirror of what the payout moved for the amount taken back
+(`payout:<statement>:<generation>:reversal:<reversal id>`: `O cash +r`, `C cash -r`), the
+attempt `reversed`, and the statement back from `paid` to `approved`. The next run opens a
+new generation for what is outstanding (the net less what earlier transfers still pay), so a
+partial reversal is paid again in part and a full one in full. A reversal recorded while a
+later generation is in flight leaves something outstanding when that one is paid: the
+statement goes straight back to approved. Only a transfer of the attempt's own generation,
+with no reversal, is ever adopted.
 """
 
 from __future__ import annotations
@@ -37,6 +48,7 @@ import uuid
 from collections.abc import Sequence
 from datetime import datetime
 
+import structlog
 from sqlalchemy import ColumnElement, func
 from sqlalchemy import select as sa_select
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -56,17 +68,20 @@ from coalition.settlement.gateway import (
     SettlementGateway,
     Transfer,
     TransferRequest,
+    TransferReversal,
     collection_idempotency_key,
     payout_idempotency_key,
     statement_transfer_group,
 )
-from coalition.settlement.models import PayoutAttempt, Statement, StripeAccount
+from coalition.settlement.models import PayoutAttempt, PayoutReversal, Statement, StripeAccount
 from coalition.settlement.schemas.payouts import (
     ConnectedAccountRead,
     ConnectedAccountRequest,
     PayoutRead,
 )
 from coalition.settlement.services import ledger, statements
+
+log = structlog.get_logger(__name__)
 
 
 class PayoutNotFound(NotFound):
@@ -90,6 +105,10 @@ def settle_key(statement_id: uuid.UUID, generation: int) -> str:
 
 def release_key(statement_id: uuid.UUID, generation: int) -> str:
     return f"payout:{statement_id}:{generation}:release"
+
+
+def reversal_key(statement_id: uuid.UUID, generation: int, reversal_id: str) -> str:
+    return f"payout:{statement_id}:{generation}:reversal:{reversal_id}"
 
 
 def statement_metadata(statement: Statement) -> dict[str, str]:
@@ -121,6 +140,23 @@ def _signed(attempt: PayoutAttempt) -> int:
     return attempt.amount if attempt.direction == "transfer" else -attempt.amount
 
 
+async def _outstanding(session: AsyncSession, statement: Statement) -> int:
+    """What is left to settle of an approved statement: its net, less what earlier attempts
+    paid and Stripe has not taken back (reversals)."""
+    paid = await session.execute(
+        sa_select(func.coalesce(func.sum(col(PayoutAttempt.amount)), 0)).where(
+            col(PayoutAttempt.statement_id) == statement.id,
+            col(PayoutAttempt.status).in_(("succeeded", "reversed")),
+        )
+    )
+    taken_back = await session.execute(
+        sa_select(func.coalesce(func.sum(col(PayoutReversal.amount)), 0)).where(
+            col(PayoutReversal.statement_id) == statement.id
+        )
+    )
+    return abs(statement.net) - int(paid.scalar_one()) + int(taken_back.scalar_one())
+
+
 async def _post(
     session: AsyncSession,
     attempt: PayoutAttempt,
@@ -145,8 +181,9 @@ async def _open_attempt(
     session: AsyncSession, statement_id: uuid.UUID, now: datetime
 ) -> PayoutAttempt | None:
     """Transaction 1: the open attempt of an approved statement, creating it (with its hold)
-    when there is none or the last one failed. None when there is nothing to pay (not
-    approved, already settled, the carrier's own, or carried forward). Commits."""
+    for what is outstanding when none is open (the first, or after one failed or Stripe took
+    money back). None when there is nothing to pay (not approved, already settled, the
+    carrier's own, or carried forward). Commits."""
     statement = await session.get(
         Statement, statement_id, with_for_update=True, populate_existing=True
     )
@@ -156,7 +193,7 @@ async def _open_attempt(
     if statement.status != "approved":
         await session.commit()
         return latest if latest is not None and latest.status != "failed" else None
-    if latest is not None and latest.status != "failed":
+    if latest is not None and latest.status in ("in_flight", "processing"):
         await session.commit()
         return latest
     direction = settlement_direction(statement.net)
@@ -193,7 +230,7 @@ async def _open_attempt(
         generation=generation,
         direction=direction,
         idempotency_key=key,
-        amount=abs(statement.net),
+        amount=await _outstanding(session, statement),
         currency=statement.currency,
         destination=destination,
         hold_entry_id=uuid.uuid4(),  # replaced below, before the flush
@@ -219,14 +256,14 @@ async def _adopt_or_transfer(
     gateway: SettlementGateway, attempt: PayoutAttempt, statement: Statement
 ) -> Transfer:
     group = statement_transfer_group(statement.id)
-    metadata = statement_metadata(statement)
+    metadata = {**statement_metadata(statement), "generation": str(attempt.generation)}
     found = [
         t
         for t in await gateway.find_transfers(transfer_group=group, metadata=metadata)
-        if not t.reversed
+        if t.amount_reversed == 0  # a reversed one was recorded, and is paid again
     ]
     if found:
-        return found[0]  # an earlier try did it: adopt, never pay twice
+        return found[0]  # an earlier try of this attempt did it: adopt, never pay twice
     return await gateway.create_transfer(
         TransferRequest(
             amount=attempt.amount,
@@ -234,7 +271,7 @@ async def _adopt_or_transfer(
             destination=attempt.destination,
             transfer_group=group,
             idempotency_key=attempt.idempotency_key,
-            metadata={**metadata, "generation": str(attempt.generation)},
+            metadata=metadata,
             description=f"Statement {statement.first_day} - {statement.last_day}",
         )
     )
@@ -286,7 +323,11 @@ async def _finish(
     )
     attempt.status, attempt.stripe_id, attempt.updated_at = "succeeded", stripe_id, now
     if attempt.direction == "transfer":
-        await statements.mark_paid(session, attempt.statement_id, reference=stripe_id, at=now)
+        paid = await statements.mark_paid(
+            session, attempt.statement_id, reference=stripe_id, at=now
+        )
+        if await _outstanding(session, paid) > 0:  # another reversal came in the meantime
+            await statements.mark_reversed(session, paid.id)
     else:
         await statements.mark_collected(session, attempt.statement_id, reference=stripe_id, at=now)
 
@@ -554,3 +595,51 @@ async def fail_attempt(
 ) -> None:
     """Stripe refused the attempt for good (a webhook): the hold is released."""
     await _fail(session, attempt, None, now, code=code, message=message)
+
+
+async def record_reversal(
+    session: AsyncSession, attempt: PayoutAttempt, reversal: TransferReversal, now: datetime
+) -> bool:
+    """Stripe took back (part of) the attempt's transfer: record the reversal once, with the
+    ledger's mirror entry, the attempt `reversed` and the statement back to approved for the
+    next attempt. In the caller's transaction, the attempt locked; False when it was recorded
+    before (or cannot be: another currency, which reconciliation reports)."""
+    known = await session.execute(
+        sa_select(col(PayoutReversal.id)).where(col(PayoutReversal.stripe_id) == reversal.id)
+    )
+    if known.scalar_one_or_none() is not None:
+        return False
+    if attempt.direction != "transfer" or reversal.currency != attempt.currency:
+        log.warning("reversal_not_recorded", reversal=reversal.id, attempt=str(attempt.id))
+        return False
+    carrier = await carrier_id(session)
+    entry = await ledger.post_entry(
+        session,
+        idempotency_key=reversal_key(attempt.statement_id, attempt.generation, reversal.id),
+        kind="transfer",
+        currency=attempt.currency,
+        lines=[
+            Line(attempt.org_id, "cash", reversal.amount),
+            Line(carrier, "cash", -reversal.amount),
+        ],
+        occurred_at=reversal.created,
+        memo=f"reversal {reversal.id} of {reversal.transfer_id} (statement "
+        f"{attempt.statement_id} generation {attempt.generation})",
+    )
+    session.add(
+        PayoutReversal(
+            attempt_id=attempt.id,
+            statement_id=attempt.statement_id,
+            org_id=attempt.org_id,
+            stripe_id=reversal.id,
+            transfer_id=reversal.transfer_id,
+            amount=reversal.amount,
+            currency=reversal.currency,
+            entry_id=entry.id,
+            stripe_created=reversal.created,
+            created_at=now,
+        )
+    )
+    attempt.status, attempt.failure_code, attempt.updated_at = "reversed", "transfer_reversed", now
+    await statements.mark_reversed(session, attempt.statement_id)
+    return True

@@ -29,7 +29,8 @@ Approval (`approve`): finance users only, the carrier's or (by setting) the orga
 own; above `statement_second_approval_above` a second, different user approves too. An
 approved net whose absolute value is below `statement_minimum_payout` is `carried_forward`
 at once, into the next statement of the series. The payouts step settles approved statements
-with `mark_paid` (net > 0: a transfer to the organization) and `mark_collected` (net < 0).
+with `mark_paid` (net > 0: a transfer to the organization) and `mark_collected` (net < 0);
+when Stripe reverses a transfer that paid one, `mark_reversed` sends it back to approved.
 """
 
 from __future__ import annotations
@@ -644,6 +645,23 @@ async def mark_collected(
     return await _settle(
         session, statement_id, to="collected", direction="collection", reference=reference, at=at
     )
+
+
+async def mark_reversed(session: AsyncSession, statement_id: uuid.UUID) -> Statement:
+    """A transfer that paid the statement was reversed, in part or whole: a paid statement
+    goes back to `approved`, its settlement cleared, and the payouts pay what was taken back
+    (the next attempt). An approved one stays approved. In the caller's transaction (the one
+    recording the reversal in the ledger), no commit."""
+    statement = await session.get(
+        Statement, statement_id, with_for_update=True, populate_existing=True
+    )
+    if statement is None:
+        raise StatementNotFound()
+    if statement.status == "paid":
+        statement.status = "approved"
+        statement.settled_at = statement.settlement_reference = None
+        await session.flush()
+    return statement
 
 
 # --- reading ----------------------------------------------------------------------------------

@@ -5,8 +5,9 @@ lists the events after a stored cursor. Both call `handle_event`, which records 
 `stripe_event` first (a unique key: an event delivered twice, or both pushed and polled, is
 handled once) and, in the same transaction, moves statuses:
 
-- `transfer.reversed`: the payout attempt of that transfer becomes `reversed` (the statement
-  stays paid; reconciliation reports the difference);
+- `transfer.reversed`: each reversal the transfer lists is recorded once, with its ledger
+  entry, the attempt `reversed` and its statement back to `approved` to be paid again
+  (`payouts.record_reversal`);
 - `payment_intent.succeeded`: a `processing` collection is posted and its statement collected;
 - `payment_intent.payment_failed`: a `processing` collection fails and its hold is released;
 - `account.updated`: the connected account's onboarding status.
@@ -32,6 +33,7 @@ from coalition.settlement.models import (
     StripeEventCursor,
 )
 from coalition.settlement.services import payouts
+from coalition.settlement.stripe_gateway import transfer_from_json
 
 POLL_CURSOR = "events"
 POLLED_TYPES = (
@@ -63,10 +65,12 @@ async def _apply(session: AsyncSession, event: GatewayEvent, now: datetime) -> s
         attempt = await _attempt_by_stripe_id(session, object_id)
         if attempt is None:
             return "unknown transfer"
-        if attempt.status == "succeeded":
-            attempt.status, attempt.updated_at = "reversed", now
-            attempt.failure_code = "transfer_reversed"
-        return f"attempt {attempt.id} {attempt.status}"
+        recorded = [
+            reversal.id
+            for reversal in transfer_from_json(obj).reversals
+            if await payouts.record_reversal(session, attempt, reversal, now)
+        ]
+        return f"attempt {attempt.id} {attempt.status}; recorded {', '.join(recorded) or '-'}"
     if event.type in ("payment_intent.succeeded", "payment_intent.payment_failed"):
         attempt = await _attempt_by_stripe_id(session, object_id)
         if attempt is None:

@@ -12,6 +12,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import pytest
+from litestar import Litestar
+from litestar.testing import AsyncTestClient
 
 from coalition.settlement.gateway import ConnectedAccount
 from coalition.settlement.simulator import SimulatorConfig, SimulatorServer
@@ -21,6 +23,7 @@ from coalition.settlement.stripe_gateway import StripeGateway
 
 API_KEY = "sk_test_coalition_tests"
 SEED = 20261201
+WEBHOOK_SECRET = "whsec_coalition_tests"
 
 
 @dataclass
@@ -126,6 +129,51 @@ async def onboarded_account(
     )
     await simulator.complete_onboarding(account.id)
     return await gateway.get_connected_account(account.id)
+
+
+@dataclass
+class SignedWebhooks:
+    """Stripe's webhooks (every event, platform and Connect) to the receiver, signed with a
+    secret the app's gateway knows: `forward_webhooks` hands them to our endpoint."""
+
+    gateway: StripeGateway
+    receiver: WebhookReceiver
+
+
+@pytest.fixture
+async def signed_webhooks(
+    app: Litestar,
+    stripe_server: SimulatorServer,
+    simulator: SimulatorControl,
+    webhook_receiver: tuple[str, WebhookReceiver],
+) -> AsyncIterator[SignedWebhooks]:
+    url, receiver = webhook_receiver
+    for connect in (False, True):
+        await simulator.register_webhook_endpoint(url, secret=WEBHOOK_SECRET, connect=connect)
+    verifier = make_gateway(stripe_server, webhook_secret=WEBHOOK_SECRET)
+    app.state["settlement_gateway"] = verifier
+    yield SignedWebhooks(verifier, receiver)
+    app.state.pop("settlement_gateway", None)
+    await verifier.aclose()
+
+
+async def forward_webhooks(
+    client: AsyncTestClient[Litestar], receiver: WebhookReceiver, event_type: str | None = None
+) -> list[bool]:
+    """Hand what the simulator delivered (of `event_type`, or all) to our endpoint, byte for
+    byte, and forget it; each answer's `duplicate`."""
+    chosen = [r for r in receiver.received if event_type is None or event_type.encode() in r.body]
+    answers = []
+    for delivery in chosen:
+        receiver.received.remove(delivery)
+        response = await client.post(
+            "/api/v1/stripe/webhooks",
+            content=delivery.body,
+            headers={"Stripe-Signature": delivery.headers["stripe-signature"]},
+        )
+        assert response.status_code == 200, response.text
+        answers.append(bool(response.json()["duplicate"]))
+    return answers
 
 
 async def eventually(predicate: Any, within: float = 5.0) -> None:

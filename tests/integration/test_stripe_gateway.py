@@ -185,6 +185,12 @@ async def test_reversals_partial_then_full(
     assert rest.amount == 700
     final = await gateway.get_transfer(transfer.id)
     assert (final.amount_reversed, final.reversed) == (1_000, True)
+    # The transfer lists its reversals (newest first), each with its balance transaction.
+    assert [(r.id, r.amount, r.transfer_id) for r in final.reversals] == [
+        (rest.id, 700, transfer.id),
+        (part.id, 300, transfer.id),
+    ]
+    assert all(r.balance_transaction_id for r in final.reversals)
     assert await platform_balance(gateway) == {"cny": 5_000}
     assert await platform_balance(gateway, cafe.id) == {"cny": 0}
 
@@ -470,6 +476,34 @@ async def test_period_lists_walk_every_page(
         assert sum(t.net for t in swept) == 0
     finally:
         await small_pages.aclose()
+
+
+async def test_collections_are_listed_by_period(
+    gateway: StripeGateway, simulator: SimulatorControl
+) -> None:
+    start = await simulator.freeze_clock(1_780_000_000)
+    customer = await gateway.create_customer(idempotency_key="cus-bank")
+    await gateway.attach_payment_method(customer, "pm_card_visa")
+    made = []
+    for index in range(3):
+        await simulator.advance_clock(60)
+        collection = await gateway.collect(
+            CollectionRequest(
+                customer_id=customer,
+                amount=100 + index,
+                currency="CNY",
+                idempotency_key=f"collect-{index}",
+            )
+        )
+        made.append(collection.id)
+    listed = await gateway.list_collections(
+        created_from=datetime.fromtimestamp(start + 120, UTC),
+        created_to=datetime.fromtimestamp(start + 10_000, UTC),
+    )
+    assert [(c.id, c.amount, c.status) for c in listed] == [
+        (made[2], 102, "succeeded"),
+        (made[1], 101, "succeeded"),
+    ]
 
 
 async def test_events_since_a_cursor_oldest_first(
