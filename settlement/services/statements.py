@@ -183,15 +183,22 @@ CLOSE_ACTIVITY = text(f"""
         JOIN taken t ON t.entry_id = p.entry_id
         LEFT JOIN redemption r ON r.id = t.redemption_id
     ),
+    -- Each funder's part of the discounts: redemptions of one campaign at one store share
+    -- few distinct splits (one per discount amount), so each distinct split is expanded
+    -- once and weighted by how many redemptions had it.
     shares AS (
         SELECT campaign_id, store_id,
             jsonb_agg(jsonb_build_object('org_id', org_id, 'amount', amount)
                       ORDER BY amount DESC, org_id) AS funder_shares
         FROM (
-            SELECT l.campaign_id, l.store_id, s ->> 'org_id' AS org_id,
-                sum((s ->> 'amount')::bigint) AS amount
-            FROM located l CROSS JOIN LATERAL jsonb_array_elements(l.split) s
-            WHERE l.split IS NOT NULL
+            SELECT d.campaign_id, d.store_id, s ->> 'org_id' AS org_id,
+                sum((s ->> 'amount')::bigint * d.times) AS amount
+            FROM (
+                SELECT campaign_id, store_id, split, count(*) AS times
+                FROM located WHERE split IS NOT NULL
+                GROUP BY 1, 2, 3
+            ) d
+            CROSS JOIN LATERAL jsonb_array_elements(d.split) s
             GROUP BY 1, 2, 3
         ) per_funder
         GROUP BY campaign_id, store_id
@@ -404,6 +411,10 @@ async def _close(
     if statement.status != "open":
         return statement
     ids = {"statement_id": statement.id}
+    # The close's one big statement is planned at a cost that makes PostgreSQL compile it
+    # (JIT): measured at 100,000 redemptions, compiling took 2.8 s of the carrier's 9.3 s
+    # close, more than any step it sped up. Off for the rest of this transaction only.
+    await session.execute(text("SET LOCAL jit = off"))
     await session.execute(
         CLOSE_ACTIVITY, {**_params(series), **ids, "period_end": statement.period_end}
     )
