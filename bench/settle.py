@@ -12,9 +12,9 @@ by the redeeming merchant), N coupons and N redemptions at the merchants' stores
 last full weeks (Asia/Shanghai), each with its frozen funding and its ledger entry (the
 postings `settlement.domain.redemption_lines` makes), and full reversals of 1 % of the first
 week's redemptions during the second week. The load skips triggers (`session_replication_role
-= replica`), so the balance of every entry is checked afterwards with one query.
-
-and what the trigger on `ledger_posting` queues for statements (`statement_pending`).
+= replica`), so the balance of every entry is checked afterwards with one query, and what the
+trigger on `ledger_posting` queues for statements (`statement_pending`) is queued afterwards
+by the trigger's own statement (migration 0015's `queue_postings`) over every posting.
 
 Then, in the same run:
 
