@@ -12,9 +12,9 @@ by the redeeming merchant), N coupons and N redemptions at the merchants' stores
 last full weeks (Asia/Shanghai), each with its frozen funding and its ledger entry (the
 postings `settlement.domain.redemption_lines` makes), and full reversals of 1 % of the first
 week's redemptions during the second week. The load skips triggers (`session_replication_role
-= replica`), so the balance of every entry is checked afterwards with one query.
-
-and what the trigger on `ledger_posting` queues for statements (`statement_pending`).
+= replica`), so the balance of every entry is checked afterwards with one query, and what the
+trigger on `ledger_posting` queues for statements (`statement_pending`) is queued afterwards
+by the trigger's own statement (migration 0015's `queue_postings`) over every posting.
 
 Then, in the same run:
 
@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import importlib
 import json
 import os
 import random
@@ -49,6 +50,10 @@ from typing import Any
 
 import asyncpg
 from bulk_issuance import fresh_database
+
+QUEUE_TRIGGER_0015 = importlib.import_module(
+    "coalition.migrations.versions.0015_statement_pending_series"
+)
 
 ORGS = 200
 CAMPAIGNS = 100
@@ -279,10 +284,6 @@ class Shape:
     lines: list[tuple[uuid.UUID, str, int]]
     reversal_lines: list[tuple[uuid.UUID, str, int]]
 
-    @property
-    def orgs(self) -> list[uuid.UUID]:
-        return sorted({org_id for org_id, _, _ in self.lines})
-
 
 def shapes(world: World, discounts: list[int]) -> dict[tuple[int, int, int], Shape]:
     from coalition.campaigns.services.redemptions import funding_to_json
@@ -355,7 +356,7 @@ def chunks(
         codes = codes_batch(n)
         rows: dict[str, list[tuple[Any, ...]]] = {
             "coupon": [], "redemption": [], "redemption_reversal": [], "journal_entry": [],
-            "ledger_posting": [], "statement_pending": [],
+            "ledger_posting": [],
         }  # fmt: skip
         postings_needed = 0
         planned = []
@@ -399,9 +400,6 @@ def chunks(
                     (next(posting_ids), entry_id, world.accounts[(org_id, purpose)], org_id,
                      amount, "CNY")
                 )  # fmt: skip
-            # What the trigger on ledger_posting queues (triggers are off during the load).
-            for org_id in shape.orgs:
-                rows["statement_pending"].append((entry_id, org_id, "CNY"))
             if reversed_at is not None:
                 reversal_id = uuid.uuid4()
                 reversal_entry = uuid.uuid4()
@@ -418,9 +416,14 @@ def chunks(
                         (next(posting_ids), reversal_entry, world.accounts[(org_id, purpose)],
                          org_id, amount, "CNY")
                     )  # fmt: skip
-                for org_id in shape.orgs:
-                    rows["statement_pending"].append((reversal_entry, org_id, "CNY"))
         yield rows
+
+
+async def queue_for_statements(connection: asyncpg.Connection) -> int:
+    """Queue for statements what the trigger on `ledger_posting` queues (triggers are off
+    during the load): its own statement, run over every posting at once."""
+    status = await connection.execute(QUEUE_TRIGGER_0015.queue_postings("ledger_posting"))
+    return int(status.split()[-1])
 
 
 async def load(
@@ -435,7 +438,6 @@ async def load(
         "redemption_reversal": REVERSAL_COLUMNS,
         "journal_entry": ENTRY_COLUMNS,
         "ledger_posting": POSTING_COLUMNS,
-        "statement_pending": ("entry_id", "org_id", "currency"),
     }
     totals = dict.fromkeys(columns, 0)
     connection = await asyncpg.connect(plain(database_url))
@@ -456,6 +458,7 @@ async def load(
         )
         if unbalanced:
             raise SystemExit(f"{unbalanced} unbalanced entries were loaded")
+        totals["statement_pending"] = await queue_for_statements(connection)
         await connection.execute("ANALYZE")
     finally:
         await connection.close()

@@ -227,17 +227,29 @@ class StatementPending(SQLModel, table=True):
     """An entry's postings for one organization and currency that no statement holds yet.
     Written by a trigger on `ledger_posting` in the entry's own transaction (so it exists if
     and only if the entry committed) and consumed by the close that links them: a close reads
-    what is pending, never the whole history, and never relies on a watermark."""
+    what is pending, never the whole history, and never relies on a watermark.
+
+    The row also carries what the close needs of its entry (the entry is never changed, so
+    these copies never go stale): the series' settlement cycle (its campaign's, at the time
+    the entry was written, or the default for entries without a campaign), when it occurred,
+    its kind, campaign and redemption. The series index `(org_id, currency, cycle,
+    occurred_at)` lets a close take exactly the rows before its period's end as one index
+    range, without reading the journal or the rows of later periods (migration 0015)."""
 
     __tablename__ = "statement_pending"
     __table_args__ = (
         PrimaryKeyConstraint("entry_id", "org_id", "currency"),
-        Index("ix_statement_pending_org_id_currency", "org_id", "currency"),
+        Index("ix_statement_pending_series", "org_id", "currency", "cycle", "occurred_at"),
     )
 
     entry_id: uuid.UUID = fk("journal_entry.id", index=False)
     org_id: uuid.UUID = Field(sa_column=Column(Uuid, nullable=False))
     currency: str = Field(max_length=3)
+    cycle: str = Field(max_length=16)
+    occurred_at: datetime = timestamp_field()
+    kind: str = Field(max_length=16)
+    campaign_id: uuid.UUID | None = Field(default=None, sa_column=Column(Uuid, nullable=True))
+    redemption_id: uuid.UUID | None = Field(default=None, sa_column=Column(Uuid, nullable=True))
 
 
 class StatementLine(SQLModel, table=True):

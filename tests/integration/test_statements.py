@@ -619,6 +619,87 @@ async def test_the_schedule_closes_every_ended_period_once_even_run_concurrently
     assert await jobs.close_due_statements(ctx) == 0
 
 
+async def test_redemptions_written_while_the_schedule_closes_land_in_this_statement_or_the_next(
+    books: Books, sessionmaker: SessionMaker
+) -> None:
+    """Entries of week 1 committing while week 1 closes are in week 1's statement or, when
+    they commit after its close took the queue, in the next one closed; none is lost and
+    none is in two."""
+    for n in range(10):
+        await book_redemption(sessionmaker, books, 1_000 + n, IN_WEEK1)
+
+    async def close_due(now: datetime = AFTER) -> int:
+        async with sessionmaker() as own:
+            return await statements.close_due(own, now)
+
+    async def book_more() -> None:
+        for n in range(30):
+            await book_redemption(sessionmaker, books, 2_000 + n, IN_WEEK1 + timedelta(minutes=n))
+
+    await asyncio.gather(close_due(), book_more(), close_due())
+    # What committed after the closes took the queue is in the next period closed (week 2,
+    # or this week once it has ended if week 2 closed meanwhile).
+    await close_due(AFTER + timedelta(days=8))
+    async with sessionmaker() as fresh:
+        pending = (await fresh.execute(text("SELECT count(*) FROM statement_pending"))).scalar()
+        rows = (
+            await fresh.execute(
+                select(
+                    col(Statement.org_id),
+                    col(Statement.first_day),
+                    col(Statement.redemptions),
+                    col(Statement.entries),
+                    col(Statement.discount),
+                ).where(col(Statement.status) == "closed")
+            )
+        ).tuples()
+        by_org: dict[uuid.UUID, list[tuple[date, int, int, int]]] = {}
+        for org, day, redemptions, entries, discount in rows:
+            by_org.setdefault(org, []).append((day, redemptions, entries, discount))
+    assert pending == 0
+    booked = sum(1_000 + n for n in range(10)) + sum(2_000 + n for n in range(30))
+    for org in (books.cafe, books.carrier):
+        weeks = sorted(by_org[org])
+        assert {day for day, *_ in weeks} <= {WEEK1, WEEK2, THIS_MONDAY}
+        assert weeks[0][0] == WEEK1 and weeks[0][1] >= 10
+        assert sum(r for _, r, _, _ in weeks) == 40
+        assert sum(e for _, _, e, _ in weeks) == 40
+    cafe_discounts = sum(d for _, _, _, d in by_org[books.cafe])
+    assert cafe_discounts == booked
+    assert await count(sessionmaker, StatementEntry) == 2 * 40
+
+
+async def test_the_queue_keeps_what_the_close_needs_of_each_entry(
+    books: Books, session: AsyncSession, world: World, sessionmaker: SessionMaker
+) -> None:
+    daily = await running_campaign(session, world, settlement_cycle="daily")
+    weekly = await book_redemption(sessionmaker, books, 1_000, IN_WEEK1)
+    other = await book_redemption(sessionmaker, books, 2_000, IN_WEEK2, campaign=daily.id)
+    async with sessionmaker() as fresh:
+        rows = (
+            await fresh.execute(
+                text(
+                    "SELECT org_id, cycle, occurred_at, kind, campaign_id, redemption_id "
+                    "FROM statement_pending ORDER BY occurred_at, org_id"
+                )
+            )
+        ).all()
+    expected = sorted(
+        [
+            (org, "weekly", IN_WEEK1, "redemption", books.campaign, weekly)
+            for org in (books.cafe, books.carrier)
+        ],
+        key=lambda row: str(row[0]),
+    ) + sorted(
+        [
+            (org, "daily", IN_WEEK2, "redemption", daily.id, other)
+            for org in (books.cafe, books.carrier)
+        ],
+        key=lambda row: str(row[0]),
+    )
+    assert [tuple(row) for row in rows] == expected
+
+
 # --- settling (for the payouts step) --------------------------------------------------------
 
 

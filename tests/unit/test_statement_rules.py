@@ -3,6 +3,7 @@ approval rule and carry-forward."""
 
 from __future__ import annotations
 
+import importlib
 import uuid
 from datetime import UTC, date, datetime, timedelta
 
@@ -11,11 +12,13 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from coalition.settlement.domain import (
+    DEFAULT_CYCLE,
     FEE_PAYABLE,
     FEE_REVENUE,
     PARTNER_PAYABLE,
     PARTNER_RECEIVABLE,
     SETTLEMENT_CYCLES,
+    STATEMENT_ENTRY_KINDS,
     ApprovalPolicy,
     SameApprover,
     StatementFigures,
@@ -171,3 +174,12 @@ def test_nets_below_the_minimum_payout_carry_forward(net: int, minimum: int) -> 
     policy = ApprovalPolicy(minimum_payout=minimum)
     outcome = approve_outcome(policy, net, first_approver=None, approver=A)
     assert (outcome == "carried_forward") == (abs(net) < minimum)
+
+
+def test_the_statement_queue_uses_the_domains_kinds_and_default_cycle() -> None:
+    """Migration 0015's trigger spells the statement kinds and the default cycle in SQL; they
+    must be the domain's, or the close would miss entries or put them in the wrong series."""
+    queue = importlib.import_module("coalition.migrations.versions.0015_statement_pending_series")
+    kinds = ", ".join(f"'{kind}'" for kind in STATEMENT_ENTRY_KINDS)
+    assert f"({kinds})" == queue.STATEMENT_KINDS
+    assert f"'{DEFAULT_CYCLE}'" == queue.DEFAULT_CYCLE
