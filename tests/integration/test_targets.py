@@ -4,10 +4,12 @@ the audience and status rules, tenancy, and claims that follow the list."""
 
 from __future__ import annotations
 
+import asyncio
 import secrets
 import uuid
 from typing import Any
 
+import pytest
 from litestar import Litestar
 from litestar.testing import AsyncTestClient
 from sqlalchemy import text
@@ -382,3 +384,49 @@ async def test_a_large_list_is_loaded_in_one_go(
     result = response.json()
     assert counts(result) == (len(ids) + 6, len(ids), 0, 0, 5, 1, len(ids))
     assert len(await listed(session, campaign)) == len(ids)
+
+
+async def test_concurrent_replacements_never_mix_two_lists(
+    client: Client, world: World, session: AsyncSession
+) -> None:
+    campaign = await running_campaign(session, world, audience="targeted")
+    people = await customers(session, 400)
+    first, second = people[:200], people[200:]
+    headers = await auth_headers(client, OWNER)
+    bodies = [csv_of(*(str(p.id) for p in group)) for group in (first, second)] * 3
+    answers = await asyncio.gather(
+        *(send_csv(client, "PUT", headers, campaign, body) for body in bodies)
+    )
+    assert [a.status_code for a in answers] == [200] * len(bodies)
+    final = await listed(session, campaign)
+    assert final in ({p.id for p in first}, {p.id for p in second})
+    # each replacement saw the list the previous one left: what it added and removed add up
+    assert sum(a.json()["added"] - a.json()["removed"] for a in answers) == len(final)
+
+
+async def test_a_failure_before_the_commit_leaves_the_list_as_it_was(
+    world: World, session: AsyncSession, settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from coalition.campaigns.services import targets
+    from coalition.platform.auth import Principal
+
+    campaign = await running_campaign(session, world, audience="targeted")
+    a, b, c = await customers(session, 3)
+    session.add(CampaignTarget(campaign_id=campaign.id, customer_id=a.id))
+    await session.commit()
+    campaign_id, a_id = campaign.id, a.id  # (the rollback below expires the loaded rows)
+    owner = Principal(kind="user", org_id=world.carrier.id, org_kind="carrier", role="marketing")
+
+    async def fail(_: AsyncSession) -> None:
+        raise RuntimeError("the connection was lost")
+
+    monkeypatch.setattr(targets, "commit", fail)
+    with pytest.raises(RuntimeError):
+        await targets.load_csv(
+            session, settings, owner, campaign_id, csv_of(str(b.id), str(c.id)), mode="replace"
+        )
+    await session.rollback()
+    rows = await session.execute(
+        text("SELECT customer_id FROM campaign_target WHERE campaign_id = :c"), {"c": campaign_id}
+    )
+    assert set(rows.scalars().all()) == {a_id}
