@@ -430,3 +430,25 @@ async def test_a_failure_before_the_commit_leaves_the_list_as_it_was(
         text("SELECT customer_id FROM campaign_target WHERE campaign_id = :c"), {"c": campaign_id}
     )
     assert set(rows.scalars().all()) == {a_id}
+
+
+async def test_bulk_issuance_to_the_audience_issues_to_the_loaded_list(
+    client: Client, world: World, session: AsyncSession
+) -> None:
+    campaign = await running_campaign(session, world, audience="targeted")
+    people = await customers(session, 4)
+    headers = await auth_headers(client, OWNER)
+    chosen = [str(p.id) for p in people[:3]]
+    loaded = await client.put(url(campaign), json={"customer_ids": chosen}, headers=headers)
+    assert loaded.status_code == 200 and loaded.json()["total"] == 3
+    created = await client.post(
+        f"/api/v1/campaigns/{campaign.id}/issuances", json={"audience": True}, headers=headers
+    )
+    assert created.status_code == 202, created.text
+    batch = created.json()
+    assert (batch["source"], batch["total"]) == ("audience", 3)
+    await issuance.issue_batch(session, uuid.UUID(batch["id"]))  # what the worker's job does
+    holders = await session.execute(
+        text("SELECT customer_id::text FROM coupon WHERE campaign_id = :c"), {"c": campaign.id}
+    )
+    assert sorted(holders.scalars().all()) == sorted(chosen)
