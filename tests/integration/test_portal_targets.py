@@ -76,6 +76,8 @@ async def test_marketing_uploads_the_list_and_sees_counts_and_row_errors(
         assert no_file.status_code == 422 and 'data-testid="error-targets"' in no_file.text
         assert MISSING.findall(no_file.text) == []
 
+        overview = await page.get(f"/portal/campaigns/{campaign.id}")
+        assert 'data-testid="campaign-target-count">2<' in overview
         await page.get(path)
         removed = await page.post(f"{path}/{a.id}/remove")
         assert removed.status_code == 303 and removed.headers["location"] == path
@@ -109,7 +111,9 @@ async def test_who_sees_and_changes_the_list_page(
     path = f"/portal/campaigns/{campaign.id}/targets"
     async with browser() as finance:
         await finance.sign_in("finance@carrier.test")
-        assert f'href="{path}"' in await finance.get(f"/portal/campaigns/{campaign.id}")
+        overview = await finance.get(f"/portal/campaigns/{campaign.id}")
+        assert f'href="{path}"' in overview
+        assert 'data-testid="campaign-target-count">1<' in overview
         html = await finance.get(path)  # reads it, cannot change it
         assert 'data-testid="target-count">1<' in html
         assert 'data-testid="target-upload"' not in html and "/remove" not in html
