@@ -104,8 +104,8 @@ async def load_json(
 
 
 def _json_values(request: TargetListRequest) -> tuple[str, Sequence[str]]:
-    given = [(name, values) for name, values in (("customer_id", request.customer_ids),
-             ("phone", request.phones)) if values is not None]  # fmt: skip
+    columns = {"customer_id": request.customer_ids, "phone": request.phones}
+    given = [(column, values) for column, values in columns.items() if values is not None]
     if len(given) != 1:
         raise ValidationFailed(
             "Send exactly one of `customer_ids` and `phones`", field="customer_ids"
