@@ -293,6 +293,25 @@ def can_transition(current: CampaignStatus, target: CampaignStatus) -> bool:
     return target in TRANSITIONS[current]
 
 
+# A targeted campaign's list may change until the campaign is over: it is not part of the
+# frozen terms (participants agree to a targeted audience, not to each subscriber on it), and
+# a running campaign may take in more customers. Nobody claims from an ended or cancelled one.
+TARGET_LIST_OPEN = frozenset(
+    {
+        CampaignStatus.DRAFT,
+        CampaignStatus.PROPOSED,
+        CampaignStatus.APPROVED,
+        CampaignStatus.ACTIVE,
+        CampaignStatus.PAUSED,
+    }
+)
+
+
+def target_list_open(status: CampaignStatus) -> bool:
+    """Whether customers may be put on (or taken off) a campaign's target list now."""
+    return status in TARGET_LIST_OPEN
+
+
 @dataclass(frozen=True, slots=True)
 class Funder:
     org_id: uuid.UUID

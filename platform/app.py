@@ -123,7 +123,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
 
     from coalition.campaigns.controllers import ROUTES as CAMPAIGN_ROUTES
     from coalition.campaigns.controllers import portal as campaign_pages
-    from coalition.campaigns.controllers import portal_builder
+    from coalition.campaigns.controllers import portal_builder, portal_targets
     from coalition.merchants.controllers import ROUTES as MERCHANT_ROUTES
     from coalition.merchants.controllers import portal as merchant_pages
     from coalition.merchants.services.identity import principal_without_lookup, resolve_principal
@@ -158,6 +158,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
                     *merchant_pages.PORTAL_PAGES,
                     *campaign_pages.PORTAL_PAGES,
                     *portal_builder.PORTAL_PAGES,
+                    *portal_targets.PORTAL_PAGES,
                     *settlement_pages.PORTAL_PAGES,
                     *payout_pages.PORTAL_PAGES,
                 ],

@@ -8,6 +8,7 @@ from coalition.campaigns.controllers import (
     issuance,
     online,
     pos,
+    targets,
 )
 
 ROUTES = [
@@ -18,4 +19,5 @@ ROUTES = [
     *pos.ROUTES,
     *online.ROUTES,
     *flags.ROUTES,
+    *targets.ROUTES,
 ]

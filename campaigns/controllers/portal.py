@@ -32,6 +32,7 @@ from coalition.campaigns.services import (
     figures,
     issuance,
     redemptions,
+    targets,
     workflow,
 )
 from coalition.merchants.controllers.identity import client_ip
@@ -123,6 +124,11 @@ async def campaign_page(
     if loaded.owner_org_id == principal.org_id and principal.role in ("admin", "marketing"):
         rows, _ = await issuance.list_issuances(session, principal, campaign_id, limit=10, offset=0)
         batches = [issuance.issuance_summary(b) for b in rows]
+    listed = None
+    if loaded.audience.kind == "targeted" and (
+        loaded.owner_org_id == principal.org_id or principal.sees_all_tenants
+    ):
+        listed = await targets.target_count(session, principal, campaign_id)
     return page(
         visitor,
         "campaigns/campaign.html",
@@ -130,6 +136,7 @@ async def campaign_page(
         stats=stats,
         charts=_charts(visitor, loaded, stats, places),
         batches=batches,
+        target_count=listed,
         errors=FieldErrors(),
         upload_key=new_idempotency_key(),
         store_names=await directory.store_names(session, loaded.store_ids),

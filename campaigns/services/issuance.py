@@ -210,9 +210,11 @@ class ParsedUpload:
     phones: list[str] = field(default_factory=list)  # phone uploads with keep_phones: E.164
     rejected: int = 0
     errors: list[dict[str, Any]] = field(default_factory=list)  # the first MAX_STORED_ERRORS
+    rejected_by_reason: dict[str, int] = field(default_factory=dict)  # every rejection counted
 
     def reject(self, line: int, value: str | None, reason: RowError, detail: str) -> None:
         self.rejected += 1
+        self.rejected_by_reason[reason] = self.rejected_by_reason.get(reason, 0) + 1
         if len(self.errors) < MAX_STORED_ERRORS:
             self.errors.append(row_error(line, value, reason, detail))
 

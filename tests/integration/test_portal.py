@@ -15,7 +15,7 @@ from litestar.testing import AsyncTestClient
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col, select
 
-from coalition.campaigns.models import Redemption
+from coalition.campaigns.models import CampaignTarget, Customer, Redemption
 from coalition.merchants.models import Store, Terminal
 from coalition.merchants.services import stores, terminals
 from coalition.platform.sms import OUTBOX
@@ -160,6 +160,12 @@ async def test_every_page_renders_in_both_languages_without_untranslated_strings
 ) -> None:
     await _store_with_terminal(session, world)
     campaign = await running_campaign(session, world)
+    targeted = await running_campaign(session, world, audience="targeted")
+    listed = Customer(external_id_hash="walk" * 16, phone_hint="*******1234", tags=["coffee"])
+    session.add(listed)
+    await session.flush()
+    session.add(CampaignTarget(campaign_id=targeted.id, customer_id=listed.id))
+    await session.commit()
     pages = {
         "admin@cafe.test": [
             "/portal",
@@ -182,6 +188,9 @@ async def test_every_page_renders_in_both_languages_without_untranslated_strings
             "/portal/partners",
             "/portal/partners?q=cafe",
             "/portal/campaigns/new",
+            f"/portal/campaigns/{targeted.id}",
+            f"/portal/campaigns/{targeted.id}/targets",
+            f"/portal/campaigns/{campaign.id}/targets",  # not targeted: says so
         ],
     }
     for language in ("zh-CN", "en"):
