@@ -205,7 +205,7 @@ class TimedDriver:
 def instrument(timings: Timings) -> None:
     from coalition.campaigns.services import issuance
 
-    original_driver = issuance._driver
+    original_driver = issuance.driver_connection
     original_codes = issuance.codes_batch
     original_ids = issuance.uuid7_batch
     original_parse = issuance.parse_upload
@@ -225,7 +225,7 @@ def instrument(timings: Timings) -> None:
         with timings.phase("py: parse CSV"):
             return original_parse(*args, **kwargs)
 
-    issuance._driver = driver  # type: ignore[assignment]
+    issuance.driver_connection = driver  # type: ignore[assignment]
     issuance.codes_batch = codes_batch  # type: ignore[assignment]
     issuance.uuid7_batch = uuid7_batch  # type: ignore[assignment]
     issuance.parse_upload = parse_upload  # type: ignore[assignment]
