@@ -160,11 +160,11 @@ class Timings:
 def sql_label(sql: str) -> str:
     head = " ".join(sql.split())[:60]
     for key, label in (
-        ("FROM issue_batch_target WHERE batch_id = $1 AND row_number >", "fetch targets"),
+        ("FROM issue_batch_chunk WHERE batch_id = $1 AND last_row >", "fetch targets"),
         ("FROM coupon WHERE campaign_id", "per-customer holdings"),
         ("FROM claim_slot", "lock slots"),
         ("UPDATE claim_slot", "update slots"),
-        ("DELETE FROM issue_batch_target t", "unknown customers"),
+        ("WHERE NOT EXISTS (SELECT 1 FROM customer c", "unknown customers"),
     ):
         if key in " ".join(sql.split()):
             return label
@@ -193,6 +193,14 @@ class TimedDriver:
         with self._timings.phase("db: " + sql_label(sql)):
             return await self._driver.executemany(sql, rows)
 
+    async def fetchrow(self, sql: str, *args: Any) -> Any:
+        with self._timings.phase("db: " + sql_label(sql)):
+            return await self._driver.fetchrow(sql, *args)
+
+    async def copy_to_table(self, table: str, **kwargs: Any) -> Any:
+        with self._timings.phase(f"db: COPY {table}"):
+            return await self._driver.copy_to_table(table, **kwargs)
+
     async def copy_records_to_table(self, table: str, **kwargs: Any) -> Any:
         label = f"db: COPY {table}"
         records = kwargs.pop("records")
@@ -204,31 +212,38 @@ class TimedDriver:
 
 def instrument(timings: Timings) -> None:
     from coalition.campaigns.services import issuance
+    from coalition.platform import pgcopy
 
     original_driver = issuance.driver_connection
-    original_codes = issuance.codes_batch
-    original_ids = issuance.uuid7_batch
+    original_codes = issuance.codes_packed
+    original_ids = issuance.uuid7_packed
     original_parse = issuance.parse_upload
+    original_encode = pgcopy.encode_rows
 
     async def driver(session: Any) -> Any:
         return TimedDriver(await original_driver(session), timings)
 
-    def codes_batch(n: int) -> list[str]:
-        with timings.phase("py: codes_batch"):
+    def codes_packed(n: int) -> bytes:
+        with timings.phase("py: codes"):
             return original_codes(n)
 
-    def uuid7_batch(n: int) -> list[str]:
-        with timings.phase("py: uuid7_batch"):
+    def uuid7_packed(n: int) -> bytes:
+        with timings.phase("py: uuid7 ids"):
             return original_ids(n)
 
     def parse_upload(*args: Any, **kwargs: Any) -> Any:
         with timings.phase("py: parse CSV"):
             return original_parse(*args, **kwargs)
 
+    def encode_rows(*args: Any, **kwargs: Any) -> Any:
+        with timings.phase("py: encode coupon rows (binary)"):
+            return original_encode(*args, **kwargs)
+
     issuance.driver_connection = driver  # type: ignore[assignment]
-    issuance.codes_batch = codes_batch  # type: ignore[assignment]
-    issuance.uuid7_batch = uuid7_batch  # type: ignore[assignment]
+    issuance.codes_packed = codes_packed  # type: ignore[assignment]
+    issuance.uuid7_packed = uuid7_packed  # type: ignore[assignment]
     issuance.parse_upload = parse_upload  # type: ignore[assignment]
+    pgcopy.encode_rows = encode_rows  # type: ignore[assignment]
 
 
 async def setup(database_url: str, count: int) -> tuple[uuid.UUID, list[str]]:
