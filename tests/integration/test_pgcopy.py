@@ -6,7 +6,7 @@ import uuid
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from hypothesis import given, settings
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -45,7 +45,10 @@ def examples() -> list[dict[str, Any]]:
     """Batches drawn by Hypothesis (the COPYs run afterwards, in the event loop)."""
     drawn: list[dict[str, Any]] = []
 
-    @settings(max_examples=60, database=None)
+    # Drawing only (no work in the body): a loaded machine must not fail it as "too slow".
+    @settings(
+        max_examples=60, database=None, deadline=None, suppress_health_check=list(HealthCheck)
+    )
     @given(batches())
     def collect(batch: dict[str, Any]) -> None:
         drawn.append(batch)

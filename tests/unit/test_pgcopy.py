@@ -7,7 +7,7 @@ import uuid
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from coalition.platform import pgcopy
@@ -61,6 +61,7 @@ def tables(draw: st.DrawFn) -> tuple[int, list[pgcopy.Column], list[list[bytes |
     return count, columns, expected
 
 
+@settings(deadline=None)
 @given(tables())
 def test_every_row_carries_its_own_values_and_the_shared_ones(
     table: tuple[int, list[pgcopy.Column], list[list[bytes | None]]],
