@@ -175,6 +175,29 @@ def test_uuid7_batch_makes_distinct_ascending_time_ordered_ids() -> None:
     later = issuance.uuid7_batch(10, now_ms=now_ms + 1)
     assert min(later) > max(ids)  # later batches sort after earlier ones
     assert issuance.uuid7_batch(0) == []
+    # the counter (after the version and the variant bits) counts 0, 1, 2 ... across every
+    # byte it spans; the 48 bits after it stay random
+    many = [uuid.UUID(bytes=bytes(b)) for b in _split(issuance.uuid7_packed(70_000), 16)]
+    counters = [((u.int >> 64) & 0xFFF) << 14 | ((u.int >> 48) & 0x3FFF) for u in many]
+    assert counters == list(range(70_000)) and many == sorted(many)
+    assert {u.version for u in many} == {7} and {u.variant for u in many} == {uuid.RFC_4122}
+    assert len({u.int & (2**48 - 1) for u in many}) > 69_900
+
+
+def _split(packed: bytes, width: int) -> list[bytes]:
+    return [packed[i : i + width] for i in range(0, len(packed), width)]
+
+
+def test_codes_are_written_ascending_and_chunks_cover_every_target_once() -> None:
+    packed = issuance.codes_packed(5000)
+    ordered = issuance.ascending(packed, codes.CODE_LENGTH)
+    assert _split(ordered, codes.CODE_LENGTH) == sorted(_split(packed, codes.CODE_LENGTH))
+    assert issuance.unpack_codes(ordered) == sorted(issuance.unpack_codes(packed))
+    for count, size in ((0, 3), (1, 3), (6, 3), (7, 3), (25_001, 25_000)):
+        bounds = issuance.chunk_bounds(count, size)
+        covered = [i for start, end in bounds for i in range(start, end)]
+        assert covered == list(range(count))
+        assert all(0 < end - start <= size for start, end in bounds)
 
 
 def test_parse_upload_reports_each_bad_line() -> None:
