@@ -814,7 +814,7 @@ COUPON_COLUMNS = [
 ]
 _NEXT_CHUNK = (
     "SELECT row_numbers, customer_ids, ARRAY(SELECT u.n::integer "
-    "FROM unnest(customer_ids) WITH ORDINALITY AS u(id, n) ORDER BY u.id) "
+    "FROM unnest(customer_ids) WITH ORDINALITY AS u(id, n) ORDER BY u.id), last_row "
     "FROM issue_batch_chunk WHERE batch_id = $1 AND last_row > $2 ORDER BY chunk_no LIMIT 1"
 )
 
@@ -1198,6 +1198,9 @@ async def _next_targets(
         numbers, ids = chunk[0], chunk[1]
         start = bisect.bisect_right(numbers, after_row)
         stop = start + wanted - len(rows)
+        if start == len(numbers):  # its rows after the cursor were all refused and dropped
+            after_row = chunk[3]
+            continue
         whole = not rows and start == 0 and stop >= len(numbers)
         rows += numbers[start:stop]
         customers += ids[start:stop]
