@@ -295,18 +295,26 @@ class IssueBatch(SQLModel, table=True):
     finished_at: datetime | None = timestamp_field(nullable=True)
 
 
-class IssueBatchTarget(SQLModel, table=True):
-    """The batch's targets in upload order; the batch's `done_through_row` says which are
-    settled, and each issued coupon carries its `batch_id`."""
+class IssueBatchChunk(SQLModel, table=True):
+    """A batch's accepted targets in upload order, up to a chunk's worth per row: the line
+    numbers (ascending) and their customers as two aligned arrays. One row per chunk instead
+    of one per target: an upload of a million ids writes 40 rows. The batch's
+    `done_through_row` says which are settled, and each issued coupon carries its `batch_id`."""
 
-    __tablename__ = "issue_batch_target"
-    __table_args__ = (PrimaryKeyConstraint("batch_id", "row_number"),)
+    __tablename__ = "issue_batch_chunk"
+    __table_args__ = (
+        PrimaryKeyConstraint("batch_id", "chunk_no"),
+        CheckConstraint("cardinality(row_numbers) = cardinality(customer_ids)", name="aligned"),
+    )
 
     batch_id: uuid.UUID = Field(
         sa_column=Column(Uuid, ForeignKey("issue_batch.id", ondelete="CASCADE"), nullable=False)
     )
-    row_number: int = Field(sa_column=Column(Integer, nullable=False))
-    customer_id: uuid.UUID
+    chunk_no: int = Field(sa_column=Column(Integer, nullable=False))
+    first_row: int
+    last_row: int
+    row_numbers: list[int] = Field(sa_column=Column(ARRAY(Integer), nullable=False))
+    customer_ids: list[uuid.UUID] = Field(sa_column=Column(ARRAY(Uuid), nullable=False))
 
 
 class CampaignDailyStat(SQLModel, table=True):

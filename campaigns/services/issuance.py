@@ -2,20 +2,24 @@
 
 1. **Upload** (`create_csv_issuance`, `create_audience_issuance`): the owner's staff send a CSV
    (a header row naming a `customer_id` or a `phone` column) or ask for the campaign's audience.
-   Rows are checked (malformed value, duplicate in the file, unknown customer) and the accepted
-   ones are written with COPY as `IssueBatchTarget` rows numbered by their line in the file.
+   Rows are checked (malformed value, duplicate in the file; unknown customers by one query
+   probing the customer table for every id) and the accepted ones are written with COPY as
+   `IssueBatchChunk` rows: up to `CHUNK_SIZE` targets per row, their line numbers and customer
+   ids as two aligned arrays (40 rows for a million targets, not a million).
    Every rejected row is counted in `rejected`; the first `MAX_STORED_ERRORS` (by line) are
    kept in `IssueBatch.errors`. The batch is recorded `pending` with its job in one commit.
 2. **Issuing** (`issue_batch`, the `issue_batch` job): targets without a coupon are taken in
    row order, `chunk_size` at a time, each chunk in ONE transaction that locks the batch row,
    takes the chunk's capacity from every `ClaimSlot` of the campaign (locked FOR UPDATE; their
-   CHECK constraints stay the arbiter against overselling), COPYs the coupons (status `issued`,
-   the customer's next `holder_seq`, the claim's reservation and funder parts, validity from
-   the issue time, the batch's id), deletes the targets refused for the per-customer limit
-   (their error is reported), bumps the `issued` figures and the batch's counters, and moves
-   the batch's cursor (`done_through_row`) past the chunk. A worker killed at any point leaves
-   whole chunks done or not done, so running the job again resumes right after the cursor:
-   no duplicates, no gaps. When the
+   CHECK constraints stay the arbiter against overselling), COPYs the coupons in PostgreSQL's
+   binary format, encoded a column at a time (`platform/pgcopy.py`; status `issued`, the
+   customer's next `holder_seq`, the claim's reservation and funder parts, validity from the
+   issue time, the batch's id; ids, codes and, for a whole stored chunk, customers ascending,
+   so the indexes take them in key order), drops the targets refused for the per-customer
+   limit from their chunk (their error is reported), bumps the `issued` figures and the
+   batch's counters, and moves the batch's cursor (`done_through_row`) past the chunk. A
+   worker killed at any point leaves whole chunks done or not done, so running the job again
+   resumes right after the cursor: no duplicates, no gaps. When the
    quantity, the budget or a funder's cap runs out, the coupons that fit are issued and the
    batch stops `failed` with a batch-level error (`line` null); nothing is oversold.
 3. **Notifications** need the subscribers' phone numbers, which the platform never stores. They
@@ -43,7 +47,6 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
 from functools import partial
-from itertools import chain, repeat
 from typing import Any, Literal
 
 import asyncpg
@@ -63,7 +66,7 @@ from coalition.campaigns.schemas.issuance import (
 )
 from coalition.campaigns.services import figures, slots
 from coalition.campaigns.services.coupons import CampaignNotActive, funding_of
-from coalition.platform import audit, idempotency
+from coalition.platform import audit, idempotency, pgcopy
 from coalition.platform.auth import Principal
 from coalition.platform.db import driver_connection, utcnow
 from coalition.platform.errors import DomainError, Forbidden, NotFound, ValidationFailed
@@ -120,7 +123,7 @@ class NotCampaignOwner(Forbidden):
 # --- codes and ids in bulk -------------------------------------------------------------------
 
 _BODY = codes.BODY_LENGTH
-_STRIDE = codes.CODE_LENGTH + 1  # a code and its line break
+_LENGTH = codes.CODE_LENGTH
 _ALPHABET = codes.ALPHABET.encode("ascii")
 # A random byte's low five bits are uniform over 0..31, so each table below maps a uniformly
 # random byte to a uniformly random symbol (or to that symbol's Luhn contribution).
@@ -133,9 +136,10 @@ _UUID7_VERSION = bytes((b & 0x0F) | 0x70 for b in range(256))
 _UUID_VARIANT = bytes((b & 0x3F) | 0x80 for b in range(256))
 
 
-def codes_batch(n: int) -> list[str]:
+def codes_packed(n: int) -> bytes:
     """`n` fresh coupon codes in the format of `codes.new_code()` (13 CSPRNG Crockford symbols
-    and a Luhn mod 32 check symbol), made with bytes operations instead of a loop per symbol.
+    and a Luhn mod 32 check symbol), back to back as ASCII (`codes.CODE_LENGTH` bytes each),
+    made with bytes operations instead of a loop per symbol.
 
     The check symbols of all codes are summed at once: the k-th symbols of every code, mapped
     to their Luhn contributions, are read as one little-endian integer, one byte per code, and
@@ -143,7 +147,7 @@ def codes_batch(n: int) -> list[str]:
     at most 8 * 31 = 248, then the sums are reduced mod 32 before the last five are added.
     """
     if n <= 0:
-        return []
+        return b""
     raw = os.urandom(_BODY * n)
     total = 0
     for k in range(_BODY):
@@ -154,12 +158,21 @@ def codes_batch(n: int) -> list[str]:
             total = int.from_bytes(total.to_bytes(n, "little").translate(_SINGLE), "little")
     checks = total.to_bytes(n, "little").translate(_CHECK)
     symbols = raw.translate(_SYMBOL)
-    out = bytearray(_STRIDE * n)
+    out = bytearray(_LENGTH * n)
     for k in range(_BODY):
-        out[k::_STRIDE] = symbols[k::_BODY]
-    out[_BODY::_STRIDE] = checks
-    out[_BODY + 1 :: _STRIDE] = b"\n" * n
-    return out[:-1].decode("ascii").split("\n")
+        out[k::_LENGTH] = symbols[k::_BODY]
+    out[_BODY::_LENGTH] = checks
+    return bytes(out)
+
+
+def codes_batch(n: int) -> list[str]:
+    """`n` fresh coupon codes (see `codes_packed`) as strings."""
+    return unpack_codes(codes_packed(n))
+
+
+def unpack_codes(packed: bytes) -> list[str]:
+    text = packed.decode("ascii")
+    return [text[i : i + _LENGTH] for i in range(0, len(text), _LENGTH)]
 
 
 def uuid4_batch(n: int) -> list[str]:
@@ -172,20 +185,48 @@ def uuid4_batch(n: int) -> list[str]:
     return raw.hex("\n", 16).split("\n")
 
 
-def uuid7_batch(n: int, *, now_ms: int | None = None) -> list[str]:
-    """`n` time-ordered (version 7, RFC 9562) UUIDs as 32 hex digits, ascending: the current
-    Unix time in milliseconds, then 74 random bits. Coupon ids of a bulk issuance: written in
-    ascending order they are appended at the right edge of the primary key index instead of
-    landing on random pages of it (a third of the COPY's time with random ids)."""
+_COUNTER_BITS = 26  # of a UUIDv7's 74 bits after the version; the 48 others stay random
+
+
+def uuid7_packed(n: int, *, now_ms: int | None = None) -> bytes:
+    """`n` time-ordered (version 7, RFC 9562) UUIDs, 16 bytes each back to back, ascending:
+    the current Unix time in milliseconds, a 26-bit counter (RFC 9562's fixed-length
+    dedicated counter, from 0 in each call) in the bits after the version (rand_a and the top
+    of rand_b), then 48 random bits. Coupon ids of a bulk issuance: written in ascending order
+    they are appended at the right edge of the primary key index instead of landing on random
+    pages of it (a third of the COPY's time with random ids). Every byte column is made at
+    once (the counter's bytes as repeated runs), with no loop per id and no sort."""
     if n <= 0:
-        return []
+        return b""
+    if n > 1 << _COUNTER_BITS:
+        raise ValueError(f"at most {1 << _COUNTER_BITS} ids per call")
     stamp = (time.time_ns() // 1_000_000 if now_ms is None else now_ms).to_bytes(6, "big")
     raw = bytearray(os.urandom(16 * n))
     for k in range(6):
         raw[k::16] = stamp[k : k + 1] * n
-    raw[6::16] = raw[6::16].translate(_UUID7_VERSION)
-    raw[8::16] = raw[8::16].translate(_UUID_VARIANT)
-    return sorted(raw.hex("\n", 16).split("\n"))
+    # counter bits 25-22 | 21-14 | 13-8 | 7-0 go to bytes 6 (after the version nibble), 7,
+    # 8 (after the variant bits) and 9.
+    raw[6::16] = _counter_byte(n, 22, 0x0F, 0x70)
+    raw[7::16] = _counter_byte(n, 14, 0xFF, 0x00)
+    raw[8::16] = _counter_byte(n, 8, 0x3F, 0x80)
+    raw[9::16] = _counter_byte(n, 0, 0xFF, 0x00)
+    return bytes(raw)
+
+
+def _counter_byte(n: int, shift: int, mask: int, flags: int) -> bytes:
+    """For counters 0..n-1: `flags | (counter >> shift) & mask`, one byte each."""
+    run = 1 << shift  # counters in a row with the same byte
+    cycle = b"".join(  # one cycle of the byte's values, or the first n bytes of it
+        bytes((flags | v,)) * min(run, n - v * run) for v in range(min(mask + 1, -(-n // run)))
+    )
+    return (cycle * -(-n // len(cycle)))[:n]
+
+
+def uuid7_batch(n: int, *, now_ms: int | None = None) -> list[str]:
+    """`n` ids of `uuid7_packed` as 32 hex digits, the form PostgreSQL reads."""
+    if n <= 0:
+        return []
+    return uuid7_packed(n, now_ms=now_ms).hex("\n", 16).split("\n")
 
 
 # --- the upload ------------------------------------------------------------------------------
@@ -423,6 +464,34 @@ def phone_hasher(settings: Settings) -> Callable[[str], str]:
     return PhoneHasher(settings)
 
 
+CHUNK_COLUMNS = ["batch_id", "chunk_no", "first_row", "last_row", "row_numbers", "customer_ids"]
+# The upload's ids that name no customer: one probe of the customer key per id, in one query.
+_UNKNOWN_IDS = (
+    "SELECT u.row_number, u.customer_id::text "
+    "FROM unnest($1::integer[], $2::uuid[]) AS u(row_number, customer_id) "
+    "WHERE NOT EXISTS (SELECT 1 FROM customer c WHERE c.id = u.customer_id) "
+    "ORDER BY u.row_number"
+)
+# Each line of a phone upload with its customer, or NULL when no customer has that number.
+_MATCH_HASHES = (
+    "SELECT u.row_number, c.id FROM unnest($1::integer[], $2::text[]) AS u(row_number, hash) "
+    "LEFT JOIN customer c ON c.external_id_hash = u.hash ORDER BY u.row_number"
+)
+
+
+def chunk_bounds(count: int, size: int) -> list[tuple[int, int]]:
+    """[start, end) of each chunk of `size` (the last one shorter) over `count` items."""
+    return [(start, min(start + size, count)) for start in range(0, count, size)]
+
+
+def _without(lines: list[int], values: list[str], dropped: set[int]) -> tuple[list[int], list[str]]:
+    """The lines (and their values) not in `dropped`; the same lists when none is."""
+    if not dropped:
+        return lines, values
+    kept = [i for i, line in enumerate(lines) if line not in dropped]
+    return [lines[i] for i in kept], [values[i] for i in kept]
+
+
 async def store_upload(
     session: AsyncSession,
     campaign: Campaign,
@@ -432,49 +501,32 @@ async def store_upload(
     notify: bool = False,
     run_in_worker: bool = True,
 ) -> IssueBatch:
-    """Write the batch and its accepted targets (COPY), report unknown customers, and record
-    the job (unless `run_in_worker` is false). The caller commits."""
+    """Find the unknown customers, write the batch and its accepted targets (one row of
+    arrays per chunk, COPY), and record the job (unless `run_in_worker` is false). The caller
+    commits."""
     batch = _new_batch(campaign, source="csv", notify=notify, actor=actor)
     batch.total = parsed.total
     session.add(batch)
     await session.flush()
     driver = await driver_connection(session)
     if parsed.kind == "customer_id":
-        await driver.copy_records_to_table(
-            "issue_batch_target",
-            records=zip(repeat(str(batch.id)), parsed.lines, parsed.values, strict=False),
-            columns=["batch_id", "row_number", "customer_id"],
-        )
-        unknown = await driver.fetch(
-            "DELETE FROM issue_batch_target t WHERE t.batch_id = $1 AND NOT EXISTS "
-            "(SELECT 1 FROM customer c WHERE c.id = t.customer_id) "
-            "RETURNING t.row_number, t.customer_id::text",
-            batch.id,
-        )
-        missing = sorted((r[0], r[1]) for r in unknown)
+        unknown = await driver.fetch(_UNKNOWN_IDS, parsed.lines, parsed.values)
+        missing = [(r[0], r[1]) for r in unknown]
+        lines, customers = _without(parsed.lines, parsed.values, {r[0] for r in unknown})
     else:
-        await driver.execute(
-            "CREATE TEMPORARY TABLE issue_upload (row_number integer, external_id_hash text) "
-            "ON COMMIT DROP"
-        )
-        await driver.copy_records_to_table(
-            "issue_upload",
-            records=zip(parsed.lines, parsed.values, strict=False),
-            columns=["row_number", "external_id_hash"],
-        )
-        await driver.execute(
-            "INSERT INTO issue_batch_target (batch_id, row_number, customer_id) "
-            "SELECT $1, u.row_number, c.id FROM issue_upload u "
-            "JOIN customer c ON c.external_id_hash = u.external_id_hash",
-            batch.id,
-        )
-        unknown = await driver.fetch(
-            "SELECT u.row_number FROM issue_upload u WHERE NOT EXISTS "
-            "(SELECT 1 FROM customer c WHERE c.external_id_hash = u.external_id_hash) "
-            "ORDER BY u.row_number"
-        )
-        hint = dict(zip(parsed.lines, parsed.hints, strict=True)) if unknown else {}
-        missing = [(r[0], hint.get(r[0])) for r in unknown]
+        matched = await driver.fetch(_MATCH_HASHES, parsed.lines, parsed.values)
+        hint = dict(zip(parsed.lines, parsed.hints, strict=True))
+        missing = [(r[0], hint.get(r[0])) for r in matched if r[1] is None]
+        lines = [r[0] for r in matched if r[1] is not None]
+        customers = [r[1] for r in matched if r[1] is not None]
+    await driver.copy_records_to_table(
+        "issue_batch_chunk",
+        records=(
+            (batch.id, number, lines[a], lines[b - 1], lines[a:b], customers[a:b])
+            for number, (a, b) in enumerate(chunk_bounds(len(lines), CHUNK_SIZE))
+        ),
+        columns=CHUNK_COLUMNS,
+    )
     unknown_errors = [
         row_error(line, value, RowError.UNKNOWN_CUSTOMER, "No such customer")
         for line, value in missing[:MAX_STORED_ERRORS]
@@ -623,13 +675,17 @@ async def create_audience_issuance(
         conditions, params = _audience_filter(campaign)
         inserted = await session.execute(
             text(
-                "WITH targets AS ("  # noqa: S608 (fixed fragments; values are bound parameters)
-                "INSERT INTO issue_batch_target (batch_id, row_number, customer_id) "
-                "SELECT :batch, row_number() OVER (ORDER BY c.created_at, c.id), c.id "
-                f"FROM customer c WHERE {' AND '.join(conditions)} RETURNING 1"
-                ") SELECT count(*) FROM targets"
+                "WITH chunks AS ("  # noqa: S608 (fixed fragments; values are bound parameters)
+                "INSERT INTO issue_batch_chunk "
+                "(batch_id, chunk_no, first_row, last_row, row_numbers, customer_ids) "
+                "SELECT :batch, (n - 1) / :size, min(n), max(n), "
+                "array_agg(n ORDER BY n), array_agg(id ORDER BY n) FROM ("
+                "SELECT row_number() OVER (ORDER BY c.created_at, c.id)::integer AS n, c.id "
+                f"FROM customer c WHERE {' AND '.join(conditions)}"
+                ") audience GROUP BY (n - 1) / :size RETURNING cardinality(row_numbers) AS size"
+                ") SELECT coalesce(sum(size), 0) FROM chunks"
             ),
-            {"batch": batch.id, **params},
+            {"batch": batch.id, "size": CHUNK_SIZE, **params},
         )
         batch.total = int(inserted.scalar_one())
         await _record(session, batch, principal, run_in_worker=True)
@@ -758,11 +814,12 @@ COUPON_COLUMNS = [
     "issued_at",
     "batch_id",
 ]
-_NEXT_TARGETS = (
-    "SELECT row_number, customer_id FROM issue_batch_target "
-    "WHERE batch_id = $1 AND row_number > $2 "
-    "ORDER BY row_number LIMIT $3"
+_NEXT_CHUNK = (
+    "SELECT row_numbers, customer_ids, ARRAY(SELECT u.n::integer "
+    "FROM unnest(customer_ids) WITH ORDINALITY AS u(id, n) ORDER BY u.id), last_row "
+    "FROM issue_batch_chunk WHERE batch_id = $1 AND last_row > $2 ORDER BY chunk_no LIMIT 1"
 )
+
 _HOLDINGS = (
     "SELECT customer_id, count(*) FILTER (WHERE status <> 'void'), max(holder_seq) "
     "FROM coupon WHERE campaign_id = $1 AND customer_id = ANY($2::uuid[]) GROUP BY customer_id"
@@ -777,7 +834,11 @@ _UPDATE_SLOT = (
     "WHERE campaign_id = $1 AND slot = $2"
 )
 _DROP_REFUSED = (
-    "DELETE FROM issue_batch_target WHERE batch_id = $1 AND row_number = ANY($2::integer[])"
+    "UPDATE issue_batch_chunk k SET (row_numbers, customer_ids) = ("
+    "SELECT coalesce(array_agg(u.r ORDER BY u.r), '{}'), "
+    "coalesce(array_agg(u.c ORDER BY u.r), '{}') "
+    "FROM unnest(k.row_numbers, k.customer_ids) AS u(r, c) WHERE u.r <> ALL($2::integer[])"
+    ") WHERE k.batch_id = $1 AND k.row_numbers && $2::integer[]"
 )
 
 
@@ -953,8 +1014,9 @@ async def _issue_chunk(session: AsyncSession, run: _Run) -> _Chunk:
     if batch.status == "pending":
         batch.status, batch.started_at = "running", now
     driver = await driver_connection(session)
-    targets = await driver.fetch(_NEXT_TARGETS, batch.id, batch.done_through_row, chunk_size)
-    if not targets:
+    targets = await _next_targets(driver, batch.id, batch.done_through_row, chunk_size)
+    rows, customers = targets.rows, targets.customers
+    if not rows:
         _stop(batch, "completed", now, None)
         await commit(session)
         return _Chunk(_progress(batch), [], None)
@@ -968,8 +1030,6 @@ async def _issue_chunk(session: AsyncSession, run: _Run) -> _Chunk:
         _stop(batch, "failed", now, error)
         await commit(session)
         return _Chunk(_progress(batch), [], None)
-    rows = [t[0] for t in targets]
-    customers = [t[1] for t in targets]
 
     # The slots, locked: no claim can commit a coupon of the campaign until this chunk does.
     locked = await driver.fetch(_LOCK_SLOTS, campaign.id)
@@ -1027,34 +1087,40 @@ async def _issue_chunk(session: AsyncSession, run: _Run) -> _Chunk:
                 for r, charged in zip(plan.after, plan.per_slot, strict=True)
             ],
         )
-        coupon_ids = uuid7_batch(n)
-        new_codes = codes_batch(n)
-        if len(set(new_codes)) != n:  # pragma: no cover - 65 random bits
-            raise asyncpg.UniqueViolationError("duplicate code within a chunk")
-        slot_numbers = list(
-            chain.from_iterable(
-                repeat(r.slot, c) for r, c in zip(plan.after, plan.per_slot, strict=True)
-            )
-        )
-        issued_rows = [rows[i] for i in issued_index]
+        # Codes ascending, and customers ascending when the chunk is a whole stored one
+        # issued in full: the COPY then meets the code and customer indexes in key order.
+        # (Measured at 200,000 coupons: a quarter less PostgreSQL CPU than in random order.)
+        new_codes = ascending(codes_packed(n), _LENGTH)
+        if targets.by_customer is not None and n == len(rows) and not holdings:
+            issued_index = targets.by_customer
         issued_customers = [customers[i] for i in issued_index]
-        records = zip(
-            coupon_ids,
-            repeat(str(campaign.id)),  # (str: asyncpg encodes a uuid.UUID the slow way)
-            new_codes,
-            issued_customers,
-            seqs[:n],
-            repeat("issued"),
-            slot_numbers,
-            repeat(reservation),
-            repeat(parts),
-            repeat(validity.starts_at),
-            repeat(validity.ends_at),
-            repeat(now),
-            repeat(str(batch.id)),
-            strict=False,
+        stream = pgcopy.encode_rows(
+            n,
+            [
+                pgcopy.Packed(16, uuid7_packed(n)),
+                pgcopy.Const(campaign.id.bytes),
+                pgcopy.Packed(_LENGTH, new_codes),
+                pgcopy.Packed(16, b"".join(c.bytes for c in issued_customers)),
+                pgcopy.Packed(4, pgcopy.packed_int4(seqs[:n]))
+                if holdings
+                else pgcopy.Const(pgcopy.int4(1)),
+                pgcopy.Const(pgcopy.text("issued")),
+                pgcopy.Packed(
+                    4,
+                    b"".join(
+                        pgcopy.int4(r.slot) * c
+                        for r, c in zip(plan.after, plan.per_slot, strict=True)
+                    ),
+                ),
+                pgcopy.Const(pgcopy.int8(reservation)),
+                pgcopy.Const(pgcopy.int8_array(parts)),
+                pgcopy.Const(pgcopy.timestamptz(validity.starts_at)),
+                pgcopy.Const(pgcopy.timestamptz(validity.ends_at)),
+                pgcopy.Const(pgcopy.timestamptz(now)),
+                pgcopy.Const(batch.id.bytes),
+            ],
         )
-        await driver.copy_records_to_table("coupon", records=records, columns=COUPON_COLUMNS)
+        await driver.copy_to_table("coupon", source=stream, columns=COUPON_COLUMNS, format="binary")
         await figures.bump(
             session,
             campaign.id,
@@ -1063,10 +1129,11 @@ async def _issue_chunk(session: AsyncSession, run: _Run) -> _Chunk:
             issued=n,
         )
         if run.keep_coupons:
+            issued_rows = [rows[i] for i in issued_index]
             coupons = [
-                IssuedCoupon(row, customer, code, validity.ends_at)
+                IssuedCoupon(row, uuid.UUID(bytes=customer.bytes), code, validity.ends_at)
                 for row, customer, code in zip(
-                    issued_rows, issued_customers, new_codes, strict=True
+                    issued_rows, issued_customers, unpack_codes(new_codes), strict=True
                 )
             ]
     if refused:
@@ -1100,7 +1167,7 @@ async def _issue_chunk(session: AsyncSession, run: _Run) -> _Chunk:
             now,
             row_error(None, None, plan.shortfall, f"{detail}: {left} rows left"),
         )
-    elif len(targets) < chunk_size and end == len(rows):
+    elif len(rows) < chunk_size and end == len(rows):
         _stop(batch, "completed", now, None)
     if end:
         batch.done_through_row = rows[end - 1]
@@ -1108,6 +1175,45 @@ async def _issue_chunk(session: AsyncSession, run: _Run) -> _Chunk:
         await run.before_commit(ChunkInfo(batch.id, number, n, len(refused)))
     await commit(session)
     return _Chunk(_progress(batch), coupons, campaign)
+
+
+@dataclass(frozen=True, slots=True)
+class _Targets:
+    rows: list[int]  # line numbers, ascending
+    customers: list[Any]  # aligned with rows
+    by_customer: list[int] | None  # indexes into both, by customer id (a whole stored chunk)
+
+
+async def _next_targets(
+    driver: asyncpg.Connection, batch_id: uuid.UUID, after_row: int, wanted: int
+) -> _Targets:
+    """Up to `wanted` targets after line `after_row`, in line order, read from as many stored
+    chunks as it takes (one when the job's chunks are the upload's). When they are exactly
+    one stored chunk, also their order by customer id (sorted by PostgreSQL)."""
+    rows: list[int] = []
+    customers: list[Any] = []
+    order: list[int] | None = None
+    while len(rows) < wanted:
+        chunk = await driver.fetchrow(_NEXT_CHUNK, batch_id, after_row)
+        if chunk is None:
+            break
+        numbers, ids = chunk[0], chunk[1]
+        start = bisect.bisect_right(numbers, after_row)
+        stop = start + wanted - len(rows)
+        if start == len(numbers):  # its rows after the cursor were all refused and dropped
+            after_row = chunk[3]
+            continue
+        whole = not rows and start == 0 and stop >= len(numbers)
+        rows += numbers[start:stop]
+        customers += ids[start:stop]
+        order = [i - 1 for i in chunk[2]] if whole else None
+        after_row = rows[-1]
+    return _Targets(rows, customers, order)
+
+
+def ascending(packed: bytes, width: int) -> bytes:
+    """Values of `width` bytes back to back, sorted."""
+    return b"".join(sorted(packed[i : i + width] for i in range(0, len(packed), width)))
 
 
 async def reopen_batch(session: AsyncSession, batch_id: uuid.UUID) -> BatchProgress:

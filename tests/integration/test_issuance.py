@@ -31,7 +31,6 @@ from coalition.campaigns.models import (
     Coupon,
     Customer,
     IssueBatch,
-    IssueBatchTarget,
 )
 from coalition.campaigns.services import issuance
 from coalition.platform.db import SessionMaker
@@ -111,20 +110,25 @@ async def assert_exactly_once(
     assert len({c.code for c in mine}) == expected
     assert all(codes.parse(c.code) == c.code for c in mine)
     assert len({c.customer_id for c in mine}) == expected  # no customer twice
-    targets = (
-        (
-            await session.execute(
-                select(IssueBatchTarget).where(col(IssueBatchTarget.batch_id) == batch_id)
-            )
-        )
-        .scalars()
-        .all()
-    )
+    targets = await targets_of(session, batch_id)
     # no gap: every target's customer got this batch's coupon, and nobody else did
-    assert {t.customer_id for t in targets} == {c.customer_id for c in mine}
+    assert {customer for _, customer in targets} == {c.customer_id for c in mine}
     batch = await batch_row(session, batch_id)
-    assert batch.done_through_row == max((t.row_number for t in targets), default=0)
+    assert batch.done_through_row == max((row for row, _ in targets), default=0)
     return mine
+
+
+async def targets_of(session: AsyncSession, batch_id: uuid.UUID) -> list[tuple[int, uuid.UUID]]:
+    """The batch's stored targets (line number, customer), in line order."""
+    rows = await session.execute(
+        text(
+            "SELECT u.row_number, u.customer_id FROM issue_batch_chunk k, "
+            "unnest(k.row_numbers, k.customer_ids) AS u(row_number, customer_id) "
+            "WHERE k.batch_id = :b ORDER BY u.row_number"
+        ),
+        {"b": batch_id},
+    )
+    return [(int(r[0]), r[1]) for r in rows.all()]
 
 
 async def slot_sums(session: AsyncSession, campaign_id: uuid.UUID) -> tuple[int, int, int]:
@@ -171,6 +175,29 @@ def test_uuid7_batch_makes_distinct_ascending_time_ordered_ids() -> None:
     later = issuance.uuid7_batch(10, now_ms=now_ms + 1)
     assert min(later) > max(ids)  # later batches sort after earlier ones
     assert issuance.uuid7_batch(0) == []
+    # the counter (after the version and the variant bits) counts 0, 1, 2 ... across every
+    # byte it spans; the 48 bits after it stay random
+    many = [uuid.UUID(bytes=bytes(b)) for b in _split(issuance.uuid7_packed(70_000), 16)]
+    counters = [((u.int >> 64) & 0xFFF) << 14 | ((u.int >> 48) & 0x3FFF) for u in many]
+    assert counters == list(range(70_000)) and many == sorted(many)
+    assert {u.version for u in many} == {7} and {u.variant for u in many} == {uuid.RFC_4122}
+    assert len({u.int & (2**48 - 1) for u in many}) > 69_900
+
+
+def _split(packed: bytes, width: int) -> list[bytes]:
+    return [packed[i : i + width] for i in range(0, len(packed), width)]
+
+
+def test_codes_are_written_ascending_and_chunks_cover_every_target_once() -> None:
+    packed = issuance.codes_packed(5000)
+    ordered = issuance.ascending(packed, codes.CODE_LENGTH)
+    assert _split(ordered, codes.CODE_LENGTH) == sorted(_split(packed, codes.CODE_LENGTH))
+    assert issuance.unpack_codes(ordered) == sorted(issuance.unpack_codes(packed))
+    for count, size in ((0, 3), (1, 3), (6, 3), (7, 3), (25_001, 25_000)):
+        bounds = issuance.chunk_bounds(count, size)
+        covered = [i for start, end in bounds for i in range(start, end)]
+        assert covered == list(range(count))
+        assert all(0 < end - start <= size for start, end in bounds)
 
 
 def test_parse_upload_reports_each_bad_line() -> None:
@@ -612,13 +639,7 @@ async def test_the_per_customer_limit_is_respected_across_batches(
     assert held == {people[0].id: 2, people[1].id: 2, people[2].id: 2, people[3].id: 1}
     seqs = sorted((c.customer_id, c.holder_seq) for c in made if c.customer_id == people[1].id)
     assert [s for _, s in seqs] == [1, 2]
-    left = (
-        await session.execute(
-            select(IssueBatchTarget.row_number, IssueBatchTarget.customer_id).where(
-                col(IssueBatchTarget.batch_id) == last.id
-            )
-        )
-    ).all()
+    left = await targets_of(session, last.id)
     assert sorted(r for r, _ in left) == [3, 4, 5]  # the refused target is gone ...
     issued_to = {c.customer_id for c in made if c.batch_id == last.id}
     assert {c for _, c in left} == issued_to  # ... and the others have their coupons
