@@ -24,7 +24,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 from coalition.platform import jobs, web
 from coalition.platform.auth import BearerAuthMiddleware, provide_principal
 from coalition.platform.db import make_engine, make_sessionmaker
-from coalition.platform.errors import EXCEPTION_HANDLERS
+from coalition.platform.errors import EXCEPTION_HANDLERS, answered_as
 from coalition.platform.health import HealthController
 from coalition.platform.observability import (
     configure_logging,
@@ -127,6 +127,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
     from coalition.merchants.controllers import ROUTES as MERCHANT_ROUTES
     from coalition.merchants.controllers import portal as merchant_pages
     from coalition.merchants.services.identity import principal_without_lookup, resolve_principal
+    from coalition.settlement.controllers import ANSWERED_AS as SETTLEMENT_ERRORS
     from coalition.settlement.controllers import ROUTES as SETTLEMENT_ROUTES
     from coalition.settlement.controllers import portal as settlement_pages
     from coalition.settlement.controllers import portal_payouts as payout_pages
@@ -161,6 +162,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
                     *settlement_pages.PORTAL_PAGES,
                     *payout_pages.PORTAL_PAGES,
                 ],
+                SETTLEMENT_ERRORS,
             ),
             web.portal_router("/c", campaign_pages.COUPON_PAGES),
         ],
@@ -176,7 +178,10 @@ def create_app(settings: Settings | None = None) -> Litestar:
             prometheus_config().middleware,
             DefineMiddleware(BearerAuthMiddleware, exclude=[*PUBLIC_PATHS, *web.PORTAL_PATHS]),
         ],
-        exception_handlers=EXCEPTION_HANDLERS,
+        exception_handlers={
+            **EXCEPTION_HANDLERS,
+            **{kind: answered_as(error) for kind, error in SETTLEMENT_ERRORS.items()},
+        },
         openapi_config=OpenAPIConfig(
             title="Coalition API",
             version="1.0.0",

@@ -22,7 +22,7 @@ import hmac
 import secrets
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -455,8 +455,23 @@ def _error_page(request: Request[Any, Any, Any], exc: Exception) -> Response[Any
     return Response(html, status_code=status, media_type="text/html; charset=utf-8")
 
 
-def portal_router(path: str, handlers: Sequence[ControllerRouterHandler]) -> Router:
-    """A router of portal pages: visitor dependency, CSRF check, errors rendered as pages."""
+def _error_page_as(
+    error: type[DomainError],
+) -> Callable[[Request[Any, Any, Any], Exception], Response[Any]]:
+    def handler(request: Request[Any, Any, Any], exc: Exception) -> Response[Any]:
+        return _error_page(request, error(str(exc)))
+
+    return handler
+
+
+def portal_router(
+    path: str,
+    handlers: Sequence[ControllerRouterHandler],
+    answered_as: Mapping[type[Exception], type[DomainError]] | None = None,
+) -> Router:
+    """A router of portal pages: visitor dependency, CSRF check, errors rendered as pages
+    (`answered_as`: exceptions outside the DomainError tree and the error each one shows)."""
+    translated = {kind: _error_page_as(error) for kind, error in (answered_as or {}).items()}
     return Router(
         path=path,
         route_handlers=list(handlers),
@@ -465,6 +480,7 @@ def portal_router(path: str, handlers: Sequence[ControllerRouterHandler]) -> Rou
         exception_handlers={
             DomainError: _error_page,
             HTTPException: _error_page,
+            **translated,
         },
         include_in_schema=False,
     )
