@@ -131,6 +131,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
     from coalition.settlement.controllers import ROUTES as SETTLEMENT_ROUTES
     from coalition.settlement.controllers import portal as settlement_pages
     from coalition.settlement.controllers import portal_payouts as payout_pages
+    from coalition.settlement.controllers import portal_reconciliation as reconciliation_pages
 
     state = State(
         {
@@ -161,6 +162,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
                     *portal_builder.PORTAL_PAGES,
                     *settlement_pages.PORTAL_PAGES,
                     *payout_pages.PORTAL_PAGES,
+                    *reconciliation_pages.PORTAL_PAGES,
                 ],
                 SETTLEMENT_ERRORS,
             ),

@@ -37,7 +37,7 @@ from litestar.di import Provide
 from litestar.exceptions import HTTPException, ValidationException
 from litestar.response import Redirect
 from litestar.static_files import create_static_files_router
-from litestar.types import ControllerRouterHandler
+from litestar.types import ControllerRouterHandler, ExceptionHandlersMap
 
 from coalition.platform.auth import Principal
 from coalition.platform.errors import DomainError, Forbidden, Unauthorized
@@ -155,6 +155,10 @@ AREAS: dict[str, Area] = {
     "statement_approval": Area("/portal/statements", "Statements", ("finance",), in_menu=False),
     "payouts": Area("/portal/payouts", "Payouts", ("admin", "finance")),
     "payout_retry": Area("/portal/payouts", "Payouts", ("finance",), in_menu=False),
+    "reconciliation": Area("/portal/reconciliation", "Reconciliation", ("admin", "finance")),
+    "reconciliation_request": Area(
+        "/portal/reconciliation", "Reconciliation", ("admin", "finance"), ("carrier",), False
+    ),
     "stores": Area("/portal/stores", "Stores", ("admin",)),
     "terminals": Area("/portal/terminals", "Terminals", ("admin",)),
     "staff": Area("/portal/staff", "Staff", ("admin",)),
@@ -471,17 +475,18 @@ def portal_router(
 ) -> Router:
     """A router of portal pages: visitor dependency, CSRF check, errors rendered as pages
     (`answered_as`: exceptions outside the DomainError tree and the error each one shows)."""
-    translated = {kind: _error_page_as(error) for kind, error in (answered_as or {}).items()}
+    handlers_by_error: ExceptionHandlersMap = {
+        DomainError: _error_page,
+        HTTPException: _error_page,
+    }
+    for kind, error in (answered_as or {}).items():
+        handlers_by_error[kind] = _error_page_as(error)
     return Router(
         path=path,
         route_handlers=list(handlers),
         dependencies={"visitor": Provide(provide_visitor)},
         before_request=check_csrf,
-        exception_handlers={
-            DomainError: _error_page,
-            HTTPException: _error_page,
-            **translated,
-        },
+        exception_handlers=handlers_by_error,
         include_in_schema=False,
     )
 
