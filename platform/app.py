@@ -23,7 +23,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
 from coalition.platform import jobs, web
 from coalition.platform.auth import BearerAuthMiddleware, provide_principal
-from coalition.platform.db import make_engine, make_sessionmaker
+from coalition.platform.db import make_engine, make_sessionmaker, set_clock
 from coalition.platform.errors import EXCEPTION_HANDLERS, answered_as
 from coalition.platform.health import HealthController
 from coalition.platform.observability import (
@@ -120,6 +120,7 @@ def provide_redis(state: State) -> ArqRedis:
 def create_app(settings: Settings | None = None) -> Litestar:
     settings = settings or get_settings()
     configure_logging(settings)
+    set_clock(settings)
 
     from coalition.campaigns.controllers import ROUTES as CAMPAIGN_ROUTES
     from coalition.campaigns.controllers import portal as campaign_pages
