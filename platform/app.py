@@ -23,8 +23,8 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
 from coalition.platform import jobs, web
 from coalition.platform.auth import BearerAuthMiddleware, provide_principal
-from coalition.platform.db import make_engine, make_sessionmaker
-from coalition.platform.errors import EXCEPTION_HANDLERS
+from coalition.platform.db import make_engine, make_sessionmaker, set_clock
+from coalition.platform.errors import EXCEPTION_HANDLERS, answered_as
 from coalition.platform.health import HealthController
 from coalition.platform.observability import (
     configure_logging,
@@ -120,6 +120,7 @@ def provide_redis(state: State) -> ArqRedis:
 def create_app(settings: Settings | None = None) -> Litestar:
     settings = settings or get_settings()
     configure_logging(settings)
+    set_clock(settings)
 
     from coalition.campaigns.controllers import ROUTES as CAMPAIGN_ROUTES
     from coalition.campaigns.controllers import portal as campaign_pages
@@ -127,9 +128,11 @@ def create_app(settings: Settings | None = None) -> Litestar:
     from coalition.merchants.controllers import ROUTES as MERCHANT_ROUTES
     from coalition.merchants.controllers import portal as merchant_pages
     from coalition.merchants.services.identity import principal_without_lookup, resolve_principal
+    from coalition.settlement.controllers import ANSWERED_AS as SETTLEMENT_ERRORS
     from coalition.settlement.controllers import ROUTES as SETTLEMENT_ROUTES
     from coalition.settlement.controllers import portal as settlement_pages
     from coalition.settlement.controllers import portal_payouts as payout_pages
+    from coalition.settlement.controllers import portal_reconciliation as reconciliation_pages
 
     state = State(
         {
@@ -161,7 +164,9 @@ def create_app(settings: Settings | None = None) -> Litestar:
                     *portal_targets.PORTAL_PAGES,
                     *settlement_pages.PORTAL_PAGES,
                     *payout_pages.PORTAL_PAGES,
+                    *reconciliation_pages.PORTAL_PAGES,
                 ],
+                SETTLEMENT_ERRORS,
             ),
             web.portal_router("/c", campaign_pages.COUPON_PAGES),
         ],
@@ -177,7 +182,10 @@ def create_app(settings: Settings | None = None) -> Litestar:
             prometheus_config().middleware,
             DefineMiddleware(BearerAuthMiddleware, exclude=[*PUBLIC_PATHS, *web.PORTAL_PATHS]),
         ],
-        exception_handlers=EXCEPTION_HANDLERS,
+        exception_handlers={
+            **EXCEPTION_HANDLERS,
+            **{kind: answered_as(error) for kind, error in SETTLEMENT_ERRORS.items()},
+        },
         openapi_config=OpenAPIConfig(
             title="Coalition API",
             version="1.0.0",

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import re
 import uuid
+from collections.abc import Callable
 from typing import Any, ClassVar
 
 import structlog
@@ -129,6 +130,18 @@ def domain_error_handler(request: Request[Any, Any, Any], exc: DomainError) -> R
         field=exc.field,
         **exc.extra,
     )
+
+
+def answered_as(
+    error: type[DomainError],
+) -> Callable[[Request[Any, Any, Any], Exception], Response[Any]]:
+    """A handler for an exception raised outside the `DomainError` tree (by an adapter, say)
+    that answers it exactly as `error`, with the exception's message as the detail."""
+
+    def handler(request: Request[Any, Any, Any], exc: Exception) -> Response[Any]:
+        return domain_error_handler(request, error(str(exc)))
+
+    return handler
 
 
 _MSGSPEC_PATH = re.compile(r"at `\$((?:\.[A-Za-z_][\w]*|\[\d+\])*)`")

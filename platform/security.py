@@ -14,6 +14,7 @@ import jwt
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 
+from coalition.platform.db import utcnow
 from coalition.platform.errors import InvalidToken, TokenExpired
 from coalition.platform.settings import Settings
 
@@ -111,14 +112,36 @@ def verify_token(settings: Settings, token: str, *, audience: str) -> dict[str, 
             algorithms=ACCESS_TOKEN_ALGORITHMS,
             audience=audience,
             issuer=settings.jwt_issuer,
-            options={"require": ["exp", "iat", "iss", "aud", "sub", "jti"]},
-            leeway=TOKEN_LEEWAY_SECONDS,
+            # Times are checked below against the application's clock, which signed them.
+            options={
+                "require": ["exp", "iat", "iss", "aud", "sub", "jti"],
+                "verify_exp": False,
+                "verify_iat": False,
+                "verify_nbf": False,
+            },
         )
-    except jwt.ExpiredSignatureError as exc:
-        raise TokenExpired() from exc
     except jwt.PyJWTError as exc:
         raise InvalidToken(str(exc)) from exc
+    _check_times(claims)
     return claims
+
+
+def _check_times(claims: dict[str, Any]) -> None:
+    """`exp`, `iat` and `nbf` against `utcnow()` (the clock that issued them, shifted in tests
+    by `COALITION_CLOCK_OFFSET_SECONDS`), allowing `TOKEN_LEEWAY_SECONDS` of skew."""
+    times: dict[str, float] = {}
+    for name in ("exp", "iat", "nbf"):
+        value = claims.get(name)
+        if value is None:
+            continue
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise InvalidToken(f"The `{name}` claim is not a time")
+        times[name] = float(value)
+    now = utcnow().timestamp()
+    if times["exp"] <= now - TOKEN_LEEWAY_SECONDS:
+        raise TokenExpired()
+    if max(times["iat"], times.get("nbf", times["iat"])) > now + TOKEN_LEEWAY_SECONDS:
+        raise InvalidToken("The token is not yet valid")
 
 
 @dataclass(frozen=True, slots=True)

@@ -74,6 +74,11 @@ class Settings(BaseSettings):
 
     max_request_body_bytes: int = 1_048_576
 
+    # Outside production only: run the application's clock this many seconds ahead of the
+    # wall clock (e.g. 172800: two days later, when today's daily statements have ended).
+    # Used by the browser tests; production refuses to start with it.
+    clock_offset_seconds: int = Field(default=0, ge=0)
+
     # POS calls per terminal: a token bucket per terminal in each API process (no Redis).
     pos_rate_limit_per_minute: int = Field(default=120, ge=1)
     pos_rate_limit_burst: int = Field(default=30, ge=1)
@@ -138,6 +143,10 @@ class Settings(BaseSettings):
                 raise ValueError("production needs DATABASE_URL and REDIS_URL")
             if self.customer_id_key == DEV_CUSTOMER_ID_KEY:
                 raise ValueError("production needs COALITION_CUSTOMER_ID_KEY set to a real secret")
+            if self.clock_offset_seconds:
+                raise ValueError(
+                    "COALITION_CLOCK_OFFSET_SECONDS shifts the clock: not in production"
+                )
             if self.sms_gateway == "console":
                 raise ValueError("the console SMS gateway prints one-time codes: not in production")
         return self

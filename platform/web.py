@@ -22,7 +22,7 @@ import hmac
 import secrets
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -37,7 +37,7 @@ from litestar.di import Provide
 from litestar.exceptions import HTTPException, ValidationException
 from litestar.response import Redirect
 from litestar.static_files import create_static_files_router
-from litestar.types import ControllerRouterHandler
+from litestar.types import ControllerRouterHandler, ExceptionHandlersMap
 
 from coalition.platform.auth import Principal
 from coalition.platform.errors import DomainError, Forbidden, Unauthorized
@@ -155,6 +155,10 @@ AREAS: dict[str, Area] = {
     "statement_approval": Area("/portal/statements", "Statements", ("finance",), in_menu=False),
     "payouts": Area("/portal/payouts", "Payouts", ("admin", "finance")),
     "payout_retry": Area("/portal/payouts", "Payouts", ("finance",), in_menu=False),
+    "reconciliation": Area("/portal/reconciliation", "Reconciliation", ("admin", "finance")),
+    "reconciliation_request": Area(
+        "/portal/reconciliation", "Reconciliation", ("admin", "finance"), ("carrier",), False
+    ),
     "stores": Area("/portal/stores", "Stores", ("admin",)),
     "terminals": Area("/portal/terminals", "Terminals", ("admin",)),
     "staff": Area("/portal/staff", "Staff", ("admin",)),
@@ -455,17 +459,34 @@ def _error_page(request: Request[Any, Any, Any], exc: Exception) -> Response[Any
     return Response(html, status_code=status, media_type="text/html; charset=utf-8")
 
 
-def portal_router(path: str, handlers: Sequence[ControllerRouterHandler]) -> Router:
-    """A router of portal pages: visitor dependency, CSRF check, errors rendered as pages."""
+def _error_page_as(
+    error: type[DomainError],
+) -> Callable[[Request[Any, Any, Any], Exception], Response[Any]]:
+    def handler(request: Request[Any, Any, Any], exc: Exception) -> Response[Any]:
+        return _error_page(request, error(str(exc)))
+
+    return handler
+
+
+def portal_router(
+    path: str,
+    handlers: Sequence[ControllerRouterHandler],
+    answered_as: Mapping[type[Exception], type[DomainError]] | None = None,
+) -> Router:
+    """A router of portal pages: visitor dependency, CSRF check, errors rendered as pages
+    (`answered_as`: exceptions outside the DomainError tree and the error each one shows)."""
+    handlers_by_error: ExceptionHandlersMap = {
+        DomainError: _error_page,
+        HTTPException: _error_page,
+    }
+    for kind, error in (answered_as or {}).items():
+        handlers_by_error[kind] = _error_page_as(error)
     return Router(
         path=path,
         route_handlers=list(handlers),
         dependencies={"visitor": Provide(provide_visitor)},
         before_request=check_csrf,
-        exception_handlers={
-            DomainError: _error_page,
-            HTTPException: _error_page,
-        },
+        exception_handlers=handlers_by_error,
         include_in_schema=False,
     )
 

@@ -8,7 +8,7 @@ from arq.connections import RedisSettings
 from arq.worker import Worker, create_worker
 
 from coalition.platform import jobs
-from coalition.platform.db import make_engine, make_sessionmaker
+from coalition.platform.db import make_engine, make_sessionmaker, set_clock
 from coalition.platform.jobs import JobContext, JobDispatcher, JobRegistry
 from coalition.platform.observability import configure_logging
 from coalition.platform.settings import Settings, get_settings
@@ -69,4 +69,5 @@ def build_worker(settings: Settings, **overrides: Any) -> Worker:
 def run_worker(settings: Settings | None = None) -> None:
     settings = settings or get_settings()
     configure_logging(settings)
+    set_clock(settings)
     build_worker(settings).run()  # arq's own loop, with SIGINT/SIGTERM handled gracefully

@@ -8,6 +8,8 @@ from coalition.settlement.controllers import (
     stripe_webhooks,
 )
 
+ANSWERED_AS = payouts.ANSWERED_AS
+
 ROUTES = [
     *ledger.ROUTES,
     *statements.ROUTES,

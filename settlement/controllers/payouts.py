@@ -19,8 +19,9 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from coalition.platform.api import Limit, Offset, Page
 from coalition.platform.auth import Principal, role_guard
+from coalition.platform.errors import DomainError
 from coalition.platform.settings import Settings
-from coalition.settlement.gateway import SettlementGateway
+from coalition.settlement.gateway import GatewayNotConfigured, SettlementGateway
 from coalition.settlement.schemas.payouts import (
     ConnectedAccountRead,
     ConnectedAccountRequest,
@@ -28,6 +29,17 @@ from coalition.settlement.schemas.payouts import (
 )
 from coalition.settlement.services import payouts
 from coalition.settlement.stripe_gateway import StripeGateway
+
+
+class StripeNotConfigured(DomainError):
+    """How the API and the portal answer `GatewayNotConfigured` (no Stripe key, or no webhook
+    secret): the request was sound, the deployment cannot serve it."""
+
+    status_code, code, title = 503, "stripe_not_configured", "Stripe is not configured"
+
+
+# Raised by the gateway outside the DomainError tree; the app answers each as its DomainError.
+ANSWERED_AS: dict[type[Exception], type[DomainError]] = {GatewayNotConfigured: StripeNotConfigured}
 
 
 def provide_gateway(state: State, settings: Settings) -> SettlementGateway:

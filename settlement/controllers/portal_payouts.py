@@ -20,7 +20,7 @@ from coalition.platform.auth import Principal
 from coalition.platform.errors import DomainError
 from coalition.platform.settings import Settings
 from coalition.platform.web import FieldErrors, Visitor, form_errors, page, redirect
-from coalition.settlement.controllers.payouts import provide_gateway
+from coalition.settlement.controllers.payouts import StripeNotConfigured, provide_gateway
 from coalition.settlement.gateway import GatewayNotConfigured
 from coalition.settlement.models import PAYOUT_STATUSES
 from coalition.settlement.services import payouts, statements
@@ -29,10 +29,6 @@ PAGE = 50
 # An attempt whose outcome is not final yet, or that failed: the API retries it (a succeeded
 # one is returned as it is, a reversed one belongs to a settled statement).
 RETRYABLE = ("in_flight", "processing", "failed")
-
-
-class StripeNotConfigured(DomainError):
-    status_code, code, title = 503, "stripe_not_configured", "Stripe is not configured"
 
 
 class PayoutFilters(msgspec.Struct, kw_only=True, forbid_unknown_fields=False):
@@ -163,12 +159,11 @@ async def retry_payout(
     unknown, the next generation after a refusal) and show the attempt that answered."""
     principal = visitor.enter("payout_retry")
     try:
-        try:
-            gateway = provide_gateway(state, settings)
-        except GatewayNotConfigured as error:
-            raise StripeNotConfigured(str(error)) from error
+        gateway = provide_gateway(state, settings)
         attempt = await payouts.retry_payout(session, principal, gateway, payout_id)
-    except DomainError as error:
+    except (DomainError, GatewayNotConfigured) as refused:
+        # Told on the attempt's page rather than the error page.
+        error = refused if isinstance(refused, DomainError) else StripeNotConfigured(str(refused))
         if error.status_code == 404:
             raise
         await session.rollback()

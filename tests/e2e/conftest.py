@@ -14,6 +14,7 @@ import sys
 import time
 import urllib.request
 from collections.abc import Callable, Iterator
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -73,19 +74,10 @@ def stripe_simulator() -> Iterator[SimulatorServer]:
         yield server
 
 
-@pytest.fixture(scope="module")
-def portal_server(
-    servers: Servers, stripe_simulator: SimulatorServer, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[PortalServer]:
-    """The portal on a real uvicorn in its own process, on a loopback port, against the test
-    database. It runs with the console SMS gateway writing to a file in a private data
-    directory, where the tests read the one-time codes, and with Stripe simulated (as
-    `coalition dev` runs it)."""
-    stripe = stripe_simulator
-    port = _free_port()
-    base = f"http://127.0.0.1:{port}"
-    data_dir = tmp_path_factory.mktemp("portal-data")
-    env = {
+def _environment(
+    servers: Servers, stripe: SimulatorServer, base: str, data_dir: Path, **extra: str
+) -> dict[str, str]:
+    return {
         **os.environ,
         "DATABASE_URL": servers.database_url,
         "REDIS_URL": servers.redis_url,
@@ -96,12 +88,14 @@ def portal_server(
         "COALITION_LOG_LEVEL": "WARNING",
         "COALITION_STRIPE_API_KEY": DEV_API_KEY,
         "COALITION_STRIPE_API_BASE": stripe.url,
+        **extra,
     }
-    settings = Settings(
-        environment="test", database_url=servers.database_url, redis_url=servers.redis_url
-    )
-    Redis.from_url(servers.redis_url).flushdb()
-    asyncio.run(_fresh_demo(settings))
+
+
+@contextmanager
+def _uvicorn(env: dict[str, str], port: int, data_dir: Path) -> Iterator[None]:
+    """The app on a real uvicorn in its own process, until the block ends."""
+    base = f"http://127.0.0.1:{port}"
     log = (data_dir / "server.log").open("w")
     server = subprocess.Popen(
         [
@@ -122,19 +116,103 @@ def portal_server(
         stderr=subprocess.STDOUT,
     )
     deadline = time.monotonic() + 60
-    while True:
-        assert server.poll() is None, (data_dir / "server.log").read_text()
-        assert time.monotonic() < deadline, "uvicorn did not start"
-        try:
-            with urllib.request.urlopen(f"{base}/health/live", timeout=2):  # noqa: S310
-                break
-        except OSError:
-            time.sleep(0.2)
     try:
-        yield PortalServer(base=base, outbox=data_dir / OUTBOX_FILE, stripe=stripe.url)
+        while True:
+            assert server.poll() is None, (data_dir / "server.log").read_text()
+            assert time.monotonic() < deadline, "uvicorn did not start"
+            try:
+                with urllib.request.urlopen(f"{base}/health/live", timeout=2):  # noqa: S310
+                    break
+            except OSError:
+                time.sleep(0.2)
+        yield
     finally:
         server.terminate()
         server.wait(timeout=20)
+        log.close()
+
+
+@pytest.fixture(scope="module")
+def portal_server(
+    servers: Servers, stripe_simulator: SimulatorServer, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[PortalServer]:
+    """The portal on a real uvicorn in its own process, on a loopback port, against the test
+    database. It runs with the console SMS gateway writing to a file in a private data
+    directory, where the tests read the one-time codes, and with Stripe simulated (as
+    `coalition dev` runs it)."""
+    stripe = stripe_simulator
+    port = _free_port()
+    base = f"http://127.0.0.1:{port}"
+    data_dir = tmp_path_factory.mktemp("portal-data")
+    settings = Settings(
+        environment="test", database_url=servers.database_url, redis_url=servers.redis_url
+    )
+    Redis.from_url(servers.redis_url).flushdb()
+    asyncio.run(_fresh_demo(settings))
+    with _uvicorn(_environment(servers, stripe, base, data_dir), port, data_dir):
+        yield PortalServer(base=base, outbox=data_dir / OUTBOX_FILE, stripe=stripe.url)
+
+
+# How far ahead `days_later` runs: today's daily statements have ended two days later.
+DAYS_LATER = 2
+
+
+@pytest.fixture
+def days_later(
+    portal_server: PortalServer,
+    servers: Servers,
+    stripe_simulator: SimulatorServer,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[Callable[[], PortalServer]]:
+    """Start, when called, the same portal (database, Redis, Stripe simulator) as it will be
+    `DAYS_LATER` days from now: a second uvicorn and a worker whose clock runs that far ahead
+    (`COALITION_CLOCK_OFFSET_SECONDS`, refused in production), so finance can close the
+    period in which the test redeemed. The worker runs every job queued meanwhile (payouts,
+    reconciliation runs) and the schedules; payouts of any amount from ¥1 up are made. It is
+    started only when called: its schedules would run the earlier steps' days-later
+    consequences (a campaign activated on its own) under the test's feet."""
+    with ExitStack() as stack:
+
+        def start() -> PortalServer:
+            port = _free_port()
+            base = f"http://127.0.0.1:{port}"
+            data_dir = tmp_path_factory.mktemp("later-data")
+            env = _environment(
+                servers,
+                stripe_simulator,
+                base,
+                data_dir,
+                COALITION_CLOCK_OFFSET_SECONDS=str(DAYS_LATER * 86_400),
+                COALITION_STATEMENT_MINIMUM_PAYOUT="100",
+            )
+            stack.enter_context(_worker(env, data_dir))
+            stack.enter_context(_uvicorn(env, port, data_dir))
+            return PortalServer(
+                base=base, outbox=data_dir / OUTBOX_FILE, stripe=portal_server.stripe
+            )
+
+        yield start
+
+
+@contextmanager
+def _worker(env: dict[str, str], data_dir: Path) -> Iterator[None]:
+    """`coalition worker` in its own process, logging the jobs it runs, until the block ends."""
+    log = (data_dir / "worker.log").open("w")
+    worker = subprocess.Popen(
+        [sys.executable, "-m", "coalition.platform.cli", "worker"],
+        env={**env, "COALITION_LOG_LEVEL": "INFO"},
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    try:
+        yield
+    finally:
+        worker.terminate()
+        try:
+            worker.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            worker.kill()
+            worker.wait()
         log.close()
 
 
@@ -225,9 +303,13 @@ def portal(browser: Browser, portal_server: PortalServer) -> Iterator[Callable[.
     opened: list[Portal] = []
 
     def open_portal(
-        locale: str = "en-US", *, mobile: bool = False, javascript: bool = True
+        locale: str = "en-US",
+        *,
+        mobile: bool = False,
+        javascript: bool = True,
+        server: PortalServer | None = None,
     ) -> Portal:
-        portal = Portal(browser, portal_server, locale, mobile, javascript)
+        portal = Portal(browser, server or portal_server, locale, mobile, javascript)
         opened.append(portal)
         return portal
 

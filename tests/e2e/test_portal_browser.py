@@ -1,18 +1,32 @@
 """The portal in a real browser (chromium): sign-in and role-based navigation, tenancy, the
 terminal key shown once, the language switch, per-field form errors, a customer claiming a
-coupon and showing a scannable QR, and a cashier redeeming it at the web POS."""
+coupon and showing a scannable QR, a cashier redeeming it at the web POS, and the whole
+journey of a joint campaign from the builder to the till and on to finance: the statement
+closed and approved, the transfer paid through the Stripe simulator, a clean reconciliation."""
 
 from __future__ import annotations
 
+import asyncio
 import io
 import re
+import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime, timedelta
+from zoneinfo import ZoneInfo
 
+import httpx
 import pytest
 import zxingcpp
+from arq import create_pool
+from arq.connections import RedisSettings
 from PIL import Image
+from playwright.sync_api import Page, expect
 
-from tests.e2e.conftest import Portal
+from coalition.platform.demo import DEMO_PASSWORD
+from coalition.settlement.simulator import DEV_API_KEY
+from tests.conftest import Servers
+from tests.e2e.conftest import DAYS_LATER, Portal, PortalServer
 
 pytestmark = pytest.mark.e2e
 Open = Callable[..., Portal]
@@ -186,15 +200,123 @@ def test_the_campaign_page_charts_are_images_of_its_figures(portal: Open) -> Non
     marketing.shot("campaign-charts-zh")
 
 
-def test_a_joint_campaign_from_the_builder_to_the_till(portal: Open) -> None:
-    """Marketing builds a joint campaign with the café and the bank, both accept the exact
-    terms, it is activated, a customer claims it and the café's cashier redeems it."""
-    from datetime import timedelta
+def _onboard_cafe(server: PortalServer) -> None:
+    """The café's admin creates its Stripe Connect account and completes the onboarding (the
+    simulator's link does), and the platform's Stripe balance is funded."""
+    with httpx.Client(base_url=server.base, timeout=30) as api:
+        login = api.post(
+            "/api/v1/auth/login", json={"email": "admin@cafe.demo", "password": DEMO_PASSWORD}
+        )
+        login.raise_for_status()
+        headers = {"Authorization": f"Bearer {login.json()['access_token']}"}
+        me = api.get("/api/v1/me", headers=headers)
+        me.raise_for_status()
+        cafe = me.json()["organization"]["id"]
+        account = api.post(
+            f"/api/v1/organizations/{cafe}/stripe-account",
+            json={"refresh_url": "https://cafe.example/r", "return_url": "https://cafe.example/ok"},
+            headers=headers,
+        )
+        assert account.status_code == 200, account.text
+        assert httpx.get(account.json()["onboarding_url"], follow_redirects=False).is_redirect
+    httpx.post(
+        f"{server.stripe}/_simulator/balance/topup", json={"amount": 10**9, "currency": "cny"}
+    ).raise_for_status()
 
-    from coalition.platform.db import utcnow
 
+async def _run_the_payout_schedule(redis_url: str) -> None:
+    """Ask the worker to run its payout schedule (`pay_approved_statements`, at minutes 7 and
+    37) now rather than wait for it."""
+    redis = await create_pool(RedisSettings.from_dsn(redis_url))
+    try:
+        assert await redis.enqueue_job("pay_approved_statements") is not None
+    finally:
+        await redis.aclose()
+
+
+def _reload_until(page: Page, test_id: str, text: str, seconds: float = 60) -> None:
+    """Reload the page until the element shows `text` (the worker runs the job meanwhile)."""
+    deadline = time.monotonic() + seconds
+    found = page.get_by_test_id(test_id)
+    while found.count() == 0 or found.first.inner_text() != text:
+        assert time.monotonic() < deadline, found.all_inner_texts()
+        time.sleep(1)
+        page.reload()
+
+
+def _finance_settles_and_reconciles(
+    finance: Portal, redeemed_on: str, redis_url: str, stripe: str
+) -> None:
+    """Finance, once the day of the redemption has ended: closes the café's daily statement,
+    approves it, sees the transfer paid and its Stripe status, reconciles the days since the
+    redemption to no discrepancy."""
+    finance.sign_in("finance@carrier.demo")
+    page = finance.open("/portal/statements")
+    form = page.get_by_test_id("close-form")
+    cafe_id = form.locator("select[name=org_id] option", has_text="Bean There Coffee").first
+    form.locator("select[name=org_id]").select_option(cafe_id.get_attribute("value"))
+    form.locator("select[name=cycle]").select_option("daily")
+    form.locator("input[name=period_start]").fill(redeemed_on)
+    form.locator("button[type=submit]").click()
+    page.wait_for_url("**/portal/statements/*")
+    statement_path = page.url.removeprefix(finance.base).split("?")[0]
+    expect(page.get_by_test_id("statement-status")).to_have_text("closed")
+    finance.shot("journey-statement-closed")
+    page.get_by_test_id("approve").click()
+    expect(page.get_by_test_id("statement-status")).to_have_text("approved")
+    finance.shot("journey-statement-approved")
+
+    with ThreadPoolExecutor(1) as pool:  # the sync driver owns this thread's event loop
+        pool.submit(asyncio.run, _run_the_payout_schedule(redis_url)).result()
+    page = finance.open(f"/portal/payouts?statement_id={statement_path.rsplit('/', 1)[1]}")
+    _reload_until(page, "payout-status", "succeeded")
+    row = page.get_by_test_id("payout-row")
+    expect(row).to_have_count(1)
+    expect(row).to_contain_text("Transfer")
+    transfer_id = row.get_by_test_id("stripe-id").inner_text()
+    assert transfer_id.startswith("tr_")
+    finance.shot("journey-payout")
+    row.get_by_test_id("payout-link").click()
+    amount = page.get_by_test_id("amount").inner_text()
+    transfer = httpx.get(
+        f"{stripe}/v1/transfers/{transfer_id}", headers={"Authorization": f"Bearer {DEV_API_KEY}"}
+    ).json()
+    assert amount == f"¥{transfer['amount'] / 100:,.2f}" and transfer["currency"] == "cny"
+    page.get_by_test_id("statement-link").click()
+    expect(page.get_by_test_id("statement-status")).to_have_text("paid")
+
+    # From an hour before the redemption to the end of the payout (the clock is days ahead).
+    zone = ZoneInfo("Asia/Shanghai")
+    now = datetime.now(UTC)
+    start = (now - timedelta(hours=1)).astimezone(zone).strftime("%Y-%m-%dT%H:%M")
+    end = (now + timedelta(days=DAYS_LATER, hours=1)).astimezone(zone).strftime("%Y-%m-%dT%H:%M")
+    page.locator("nav.menu").get_by_role("link", name="Reconciliation").click()
+    form = page.get_by_test_id("run-form")
+    form.locator("input[name=window_start]").fill(start)
+    form.locator("input[name=window_end]").fill(end)
+    form.get_by_test_id("run-button").click()
+    page.wait_for_url("**/portal/reconciliation/*")
+    _reload_until(page, "run-status", "completed")
+    expect(page.get_by_test_id("discrepancies")).to_have_text("0")
+    expect(page.get_by_test_id("matched")).to_have_text("2")  # the transfer, on both sides
+    expect(page.get_by_test_id("no-items")).to_be_visible()
+    expect(page.get_by_test_id("ledger-sum")).to_have_text(f"-{amount}")
+    expect(page.get_by_test_id("stripe-sum")).to_have_text(f"-{amount}")
+    finance.shot("journey-reconciliation")
+
+
+def test_a_joint_campaign_from_the_builder_to_the_till(
+    portal: Open,
+    portal_server: PortalServer,
+    days_later: Callable[[], PortalServer],
+    servers: Servers,
+) -> None:
+    """Marketing builds a joint campaign with the café and the bank (settled daily), both
+    accept the exact terms, it is activated, a customer claims it and the café's cashier
+    redeems it; when that day has ended, finance closes the café's statement, approves it,
+    sees the transfer the worker paid through Stripe, and reconciles to 0 discrepancies."""
     name = "Data & Latte 流量拿铁"
-    today = utcnow().date()
+    today = datetime.now(ZoneInfo("Asia/Shanghai")).date()
     carrier = portal("en-US")
     carrier.sign_in("marketing@carrier.demo")
     page = carrier.open("/portal/campaigns")
@@ -211,6 +333,7 @@ def test_a_joint_campaign_from_the_builder_to_the_till(portal: Open) -> None:
     page.select_option("select[name=partner_1]", label="Harbor Bank 港湾银行")
     page.fill("input[name=partner_share_1]", "10")
     page.fill("input[name=total_budget]", "2400")
+    page.select_option("select[name=settlement_cycle]", "daily")
     page.get_by_role("button", name="Check and preview").click()
     assert page.get_by_test_id("error-shares").is_visible()  # 50 + 30 + 10 is not 100
     carrier.shot("builder-errors")
@@ -252,3 +375,9 @@ def test_a_joint_campaign_from_the_builder_to_the_till(portal: Open) -> None:
     page.get_by_test_id("redeem").click()
     assert page.get_by_test_id("receipt-discount").inner_text() == "¥8.00"
     cashier.shot("journey-receipt")
+    redeemed_on = datetime.now(ZoneInfo("Asia/Shanghai")).date().isoformat()
+
+    _onboard_cafe(portal_server)
+    later = days_later()
+    finance = portal("en-US", server=later)
+    _finance_settles_and_reconciles(finance, redeemed_on, servers.redis_url, later.stripe)

@@ -580,3 +580,46 @@ async def test_scheduled_stripe_jobs_skip_while_stripe_is_not_configured(
     assert "settlement_gateway" not in ctx
     with pytest.raises(GatewayNotConfigured):
         await jobs.pay_statement(ctx, str(uuid.uuid4()))
+
+
+async def test_without_stripe_configured_the_api_answers_503_stripe_not_configured(
+    client: Client,
+    books: Books,
+    sessionmaker: SessionMaker,
+    simulator: SimulatorControl,
+    gateway: StripeGateway,
+    app: Litestar,
+) -> None:
+    """The app has no Stripe key (and no gateway set): every API path that needs Stripe says
+    so as a 503 problem with a stable code, and nothing is changed."""
+    assert app.state.get("settlement_gateway") is None
+    await link_accounts(sessionmaker, books, gateway, simulator)
+    week = await approved_week(client, books, sessionmaker)
+    await simulator.add_fault("/v1/transfers", method="POST", mode="error", status=400)
+    async with sessionmaker() as session:
+        failed = await payouts.pay_statement(session, gateway, uuid.UUID(str(week["cafe"]["id"])))
+    assert failed is not None and failed.status == "failed"
+    staff = Staff(client)
+    answers = [
+        await client.post(
+            f"/api/v1/payouts/{failed.id}/retry", headers=await staff(CARRIER_FINANCE)
+        ),
+        await client.post(
+            f"/api/v1/organizations/{books.cafe}/stripe-account",
+            json={"refresh_url": "https://cafe.test/r", "return_url": "https://cafe.test/done"},
+            headers=await staff("admin@cafe.test"),
+        ),
+        await client.post(
+            "/api/v1/stripe/webhooks", content=b"{}", headers={"Stripe-Signature": "t=1,v1=00"}
+        ),
+    ]
+    for answer in answers:
+        assert answer.status_code == 503, answer.text
+        assert answer.headers["content-type"].startswith("application/problem+json")
+        assert answer.json()["code"] == "stripe_not_configured"
+        assert answer.json()["type"] == "/problems/stripe_not_configured"
+    async with sessionmaker() as session:
+        rows = await session.execute(
+            select(PayoutAttempt).where(col(PayoutAttempt.statement_id) == failed.statement_id)
+        )
+        assert [a.generation for a in rows.scalars()] == [1]  # nothing was tried again

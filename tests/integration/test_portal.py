@@ -179,7 +179,9 @@ async def test_every_page_renders_in_both_languages_without_untranslated_strings
             "/portal/webhooks",
             "/portal/audit-log",
             "/portal/pos",
+            "/portal/reconciliation",
         ],
+        "finance@carrier.test": ["/portal", "/portal/reconciliation"],
         "cashier@cafe.test": ["/portal/pos"],
         "marketing@carrier.test": [
             "/portal",

@@ -8,6 +8,7 @@ import json
 import pkgutil
 import re
 from pathlib import Path
+from typing import get_args
 
 from hypothesis import given
 from hypothesis import strategies as st
@@ -43,6 +44,18 @@ DYNAMIC = {
     "industry": ("telecom", "cafe", "bank", "education", "retail", "dining", "travel", "other"),
     "payout": ("in_flight", "processing", "succeeded", "failed", "reversed"),
     "direction": ("transfer", "collection"),
+    "reconciliation": ("queued", "running", "completed", "failed"),
+    "category": (
+        *("missing_in_stripe", "missing_in_ledger", "amount_mismatch", "currency_mismatch"),
+        *("status_mismatch", "duplicate"),
+    ),
+    "action": (
+        *("retry_payout", "ingest_stripe_events", "reverse_duplicate", "refund_duplicate"),
+        *("wait_for_stripe", "investigate"),
+    ),
+    "kind": ("transfer", "collection", "transfer_reversal"),
+    "side": ("ledger", "stripe", "both"),
+    "flow": ("settled", "pending"),
 }
 
 
@@ -81,6 +94,8 @@ def test_templates_use_translated_strings_only() -> None:
 def test_the_dynamic_lists_cover_the_domain_values() -> None:
     from coalition.campaigns.services.issuance import BatchError, RowError
     from coalition.merchants.models import INDUSTRIES, ROLES
+    from coalition.settlement.controllers.portal_reconciliation import RUN_STATUSES
+    from coalition.settlement.matching import Action, Category, Flow, MovementKind, Side
     from coalition.settlement.models import PAYOUT_DIRECTIONS, PAYOUT_STATUSES
 
     assert set(DYNAMIC["issuance"]) == {e.value for e in (*RowError, *BatchError)}
@@ -88,6 +103,12 @@ def test_the_dynamic_lists_cover_the_domain_values() -> None:
     assert set(DYNAMIC["role"]) == set(ROLES)
     assert set(DYNAMIC["payout"]) == set(PAYOUT_STATUSES)
     assert set(DYNAMIC["direction"]) == set(PAYOUT_DIRECTIONS)
+    assert set(DYNAMIC["reconciliation"]) == set(RUN_STATUSES)
+    assert set(DYNAMIC["category"]) == set(get_args(Category))
+    assert set(DYNAMIC["action"]) == set(get_args(Action))
+    assert set(DYNAMIC["kind"]) == set(get_args(MovementKind))
+    assert set(DYNAMIC["side"]) == set(get_args(Side))
+    assert set(DYNAMIC["flow"]) == set(get_args(Flow))
 
 
 def test_dynamic_message_ids_exist_in_both_languages() -> None:

@@ -10,6 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from coalition.platform.db import set_clock, utcnow
 from coalition.platform.errors import InvalidToken, TokenExpired
 from coalition.platform.security import (
     decode_access_token,
@@ -54,6 +55,41 @@ def test_access_token_round_trip() -> None:
 def test_expired_token_is_refused() -> None:
     with pytest.raises(TokenExpired):
         decode_access_token(SETTINGS, _token(datetime.now(UTC) - timedelta(hours=2)))
+
+
+def test_times_are_checked_against_the_applications_clock() -> None:
+    """A token issued while the clock runs two days ahead (outside production) is valid on
+    that clock and not yet valid on the wall clock; one issued before its lifetime is over
+    is expired on the shifted clock."""
+    ahead = SETTINGS.model_copy(update={"clock_offset_seconds": 2 * 86_400})
+    issued = _token(datetime.now(UTC) + timedelta(days=2))
+    earlier = _token(datetime.now(UTC))
+    with pytest.raises(InvalidToken, match="not yet valid"):
+        decode_access_token(SETTINGS, issued)
+    try:
+        set_clock(ahead)
+        assert utcnow() - datetime.now(UTC) > timedelta(days=2) - timedelta(minutes=1)
+        assert decode_access_token(SETTINGS, issued).role == "finance"
+        with pytest.raises(TokenExpired):
+            decode_access_token(SETTINGS, earlier)
+    finally:
+        set_clock(SETTINGS)
+    assert abs(utcnow() - datetime.now(UTC)) < timedelta(seconds=1)
+    assert decode_access_token(SETTINGS, earlier).role == "finance"
+
+
+def test_production_refuses_a_shifted_clock() -> None:
+    with pytest.raises(ValueError, match="CLOCK_OFFSET"):
+        Settings(
+            environment="production",
+            jwt_keys={"k1": "production-key-0123456789abcdef0123"},
+            jwt_active_kid="k1",
+            database_url="postgresql://db/coalition",
+            redis_url="redis://redis:6379/0",
+            customer_id_key="production-customer-key-0123456789",
+            sms_gateway="disabled",
+            clock_offset_seconds=60,
+        )
 
 
 @pytest.mark.parametrize("algorithm", ["HS384", "HS512"])
