@@ -71,7 +71,7 @@ from coalition.settlement.domain import (
     discount_reversed_by_refund,
     reversal_slices,
 )
-from coalition.settlement.services.ledger import post_new_redemption, post_reversal
+from coalition.settlement.services.ledger import new_redemption_entry, post_reversal
 
 # --- refusals (stable codes) ------------------------------------------------------------------
 
@@ -184,6 +184,8 @@ class Loaded:
     store_ok: bool  # the store (if any) is active and the redeeming organization's
     carrier_id: uuid.UUID
     recent_partners: frozenset[uuid.UUID]  # where its holder redeemed within the velocity window
+    # (id, organization) of the endpoints subscribed to `coupon.redeemed` (read when locked)
+    endpoints: tuple[tuple[uuid.UUID, uuid.UUID], ...] | None = None
 
 
 async def load_coupon(
@@ -197,7 +199,8 @@ async def load_coupon(
 ) -> Loaded:
     """The coupon (locked `FOR UPDATE` when redeeming), its campaign, its funders in split
     order, whether the store may redeem, the carrier, and (with `velocity_since`) the partners
-    its holder redeemed at since then: one statement (`redemption_sql.LOAD`). The rows come
+    its holder redeemed at since then (and, locked, the webhook endpoints a redemption
+    notifies): one statement (`redemption_sql.LOAD`). The rows come
     back detached: changes to them are written by explicit statements."""
     connection = await driver_connection(session)
     loaded = await redemption_sql.load(
@@ -211,14 +214,14 @@ async def load_coupon(
     )
     if loaded is None:
         raise CouponNotFound()
-    coupon, campaign, org_ids, shares_bp, store_ok, carrier_id, recent = loaded
     return Loaded(
-        coupon=coupon,
-        campaign=campaign,
-        funding=Funding(org_ids=org_ids, shares_bp=shares_bp, caps=[]),
-        store_ok=store_ok,
-        carrier_id=carrier_id,
-        recent_partners=frozenset(recent),
+        coupon=loaded.coupon,
+        campaign=loaded.campaign,
+        funding=Funding(org_ids=loaded.funders, shares_bp=loaded.shares_bp, caps=[]),
+        store_ok=loaded.store_ok,
+        carrier_id=loaded.carrier_id,
+        recent_partners=frozenset(loaded.recent),
+        endpoints=None if loaded.endpoints is None else tuple(loaded.endpoints),
     )
 
 
@@ -405,6 +408,12 @@ def trips_velocity(
     return len(recent_partners | {org_id}) >= rule.partners
 
 
+@dataclass(frozen=True, slots=True)
+class Recorded:
+    redemption: Redemption
+    body: dict[str, Any]  # the 201 answer: `RedemptionRead` as JSON-ready builtins
+
+
 async def record_redemption(
     session: AsyncSession,
     loaded: Loaded,
@@ -415,12 +424,14 @@ async def record_redemption(
     order_ref: str | None,
     now: datetime,
     rule: VelocityRule,
+    reply_to: tuple[str, str] | None = None,
     terminal_id: uuid.UUID | None = None,
     api_key_id: uuid.UUID | None = None,
-) -> Redemption:
+) -> Recorded:
     """Write a redemption of the locked coupon in the caller's transaction: the redemption
-    with its funding frozen, the coupon redeemed, the ledger entry, the figures, a velocity
-    flag if the rule trips, and the `coupon.redeemed` webhook. The same for every channel."""
+    with its funding frozen, the coupon redeemed, the ledger entry, the figures, the answer
+    stored under the Idempotency-Key `reply_to` (scope, key), a velocity flag if the rule
+    trips, and the `coupon.redeemed` webhook. The same for every channel."""
     coupon, campaign = loaded.coupon, loaded.campaign
     funding = RedemptionFunding(
         discount=quote.discount,
@@ -452,42 +463,40 @@ async def record_redemption(
         funding=funding_to_json(funding),
         redeemed_at=now,
     )
-    # Plain SQL on the transaction's connection (see `redemption_sql`): the hot path.
+    body: dict[str, Any] = msgspec.to_builtins(redemption_read(redemption, coupon.code))
+    # One statement on the transaction's connection (see `redemption_sql.RECORD`): the hot path.
     connection = await driver_connection(session)
     try:
-        await redemption_sql.insert_redemption(connection, redemption)
+        await redemption_sql.record(
+            connection,
+            redemption,
+            day=figures.local_day(now, campaign.timezone),
+            slot=(coupon.slot or 0) % SLOTS,
+            funder_spent=list(funding.parts.values()),
+            entry=new_redemption_entry(
+                redemption_id=redemption.id, funding=funding, occurred_at=now
+            ),
+            reply=None if reply_to is None else redemption_sql.Reply(*reply_to, 201, body),
+        )
     except asyncpg.UniqueViolationError as exc:
+        if exc.constraint_name != "uq_redemption_coupon_standing":
+            raise
         # Only reachable if something redeemed this coupon without its lock: the unique
         # standing-redemption index keeps it at one.
         raise CouponAlreadyRedeemed() from exc
-    await redemption_sql.redeem_coupon(connection, coupon.id, now)
     coupon.status, coupon.redeemed_at, coupon.held_until = "redeemed", now, None
-    await post_new_redemption(
-        connection,
-        redemption_id=redemption.id,
-        funding=funding,
-        occurred_at=now,
-        campaign_id=campaign.id,
-    )
-    await redemption_sql.bump_redeemed(
-        connection,
-        campaign.id,
-        figures.local_day(now, campaign.timezone),
-        (coupon.slot or 0) % SLOTS,
-        quote.discount,
-        list(funding.parts.values()),
-    )
     if coupon.customer_id is not None and trips_velocity(
         rule, loaded.recent_partners, where.org_id
     ):
         await _flag_velocity(session, redemption, rule, now)
     await webhooks.emit_event(
         session,
-        event_type="coupon.redeemed",
+        event_type=redemption_sql.REDEEMED_EVENT,
         org_ids=loaded.funding.org_ids,
-        data=_event_data(redemption, coupon.code),
+        data=body,
+        endpoints=loaded.endpoints,
     )
-    return redemption
+    return Recorded(redemption, body)
 
 
 def _columns(row: SQLModel) -> dict[str, Any]:
@@ -552,7 +561,7 @@ async def redeem(
     quote = evaluate(
         loaded, where, basket_amount=data.basket_amount, currency=data.currency, now=now
     )
-    redemption = await record_redemption(
+    recorded = await record_redemption(
         session,
         loaded,
         quote,
@@ -561,14 +570,11 @@ async def redeem(
         order_ref=data.order_ref,
         now=now,
         rule=rule,
+        reply_to=(scope, idempotency_key),
         terminal_id=principal.subject_id,
     )
-    body: dict[str, Any] = msgspec.to_builtins(redemption_read(redemption, loaded.coupon.code))
-    await redemption_sql.store_response(
-        await driver_connection(session), scope, idempotency_key, 201, body
-    )
     await commit(session)
-    return PosResult(201, body, replayed=False)
+    return PosResult(201, recorded.body, replayed=False)
 
 
 # --- reverse ----------------------------------------------------------------------------------

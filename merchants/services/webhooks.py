@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import ipaddress
 import uuid
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -70,11 +70,14 @@ async def emit_event(
     event_type: str,
     org_ids: Iterable[uuid.UUID],
     data: dict[str, Any],
+    endpoints: Sequence[tuple[uuid.UUID, uuid.UUID]] | None = None,
 ) -> uuid.UUID:
     """Record one event for every enabled endpoint of `org_ids` that subscribed to it.
 
     Runs inside the caller's transaction: deliveries exist exactly when the change committed,
-    and the worker picks them up only after that commit.
+    and the worker picks them up only after that commit. `endpoints`: those endpoints as
+    (id, organization), in `SUBSCRIBED_ENDPOINTS` order, when the caller read them in a
+    statement of its own transaction already.
     """
     if event_type not in EVENT_TYPES:
         raise ValueError(f"unknown event type {event_type}")
@@ -88,12 +91,14 @@ async def emit_event(
     }
     # Plain SQL on the transaction's asyncpg connection: every redemption asks, and
     # SQLAlchemy's statement building and ORM loading cost more than the query.
-    connection = await driver_connection(session)
-    endpoints = await connection.fetch(SUBSCRIBED_ENDPOINTS, list(set(org_ids)), event_type)
-    for endpoint in endpoints:
+    if endpoints is None:
+        connection = await driver_connection(session)
+        rows = await connection.fetch(SUBSCRIBED_ENDPOINTS, list(set(org_ids)), event_type)
+        endpoints = [(row["id"], row["org_id"]) for row in rows]
+    for endpoint_id, org_id in endpoints:
         delivery = WebhookDelivery(
-            org_id=endpoint["org_id"],
-            endpoint_id=endpoint["id"],
+            org_id=org_id,
+            endpoint_id=endpoint_id,
             event_id=event_id,
             event_type=event_type,
             payload=envelope,
