@@ -783,10 +783,8 @@ def report_profile(profile: cProfile.Profile, count: int) -> None:
         "  idempotency.begin": ("idempotency.py", "begin"),
         "  load_coupon (one locked read)": ("redemptions.py", "load_coupon"),
         "  record_redemption": ("redemptions.py", "record_redemption"),
-        "    post_redemption (ledger)": ("ledger.py", "post_redemption"),
+        "    redemption_sql.record (the one writing statement)": ("redemption_sql.py", "record"),
         "    webhooks.emit_event": ("webhooks.py", "emit_event"),
-        "    figures.bump": ("figures.py", "bump"),
-        "  idempotency.finish": ("idempotency.py", "finish"),
         "  jobs.commit": ("platform/jobs.py", "commit"),
         "provide_session (db session per request)": ("platform/app.py", "provide_session"),
     }

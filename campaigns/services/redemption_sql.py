@@ -17,7 +17,7 @@ import json
 import uuid
 from dataclasses import dataclass
 from datetime import date, datetime
-from typing import Any, NamedTuple, TypeVar
+from typing import Any, Literal, NamedTuple, TypeVar
 
 import asyncpg
 
@@ -27,6 +27,7 @@ from coalition.platform.db import utcnow
 from coalition.settlement.services import ledger
 
 REDEEMED_EVENT = "coupon.redeemed"
+ReplyKind = Literal["claimed", "new"]
 
 _COUPON = [c.key for c in Coupon.__table__.columns]  # type: ignore[attr-defined]
 _CAMPAIGN = [c.key for c in Campaign.__table__.columns]  # type: ignore[attr-defined]
@@ -71,10 +72,11 @@ _ENDPOINTS = f""",
 LOAD = {(by, lock): _load_sql(by, lock) for by in ("code", "id") for lock in (False, True)}
 
 
-def _record_sql(*, entry: bool, reply: bool) -> str:
+def _record_sql(*, entry: bool, reply: ReplyKind | None) -> str:
     """One statement writing a redemption: the redemption row (`$1`.. in the model's column
     order), the coupon redeemed, the ledger entry and its postings (`entry`), the day's figure
-    and the stored reply to the Idempotency-Key (`reply`). It answers how many postings it
+    and the reply stored under the Idempotency-Key (`reply`: under the key claimed earlier in
+    the transaction, or with the key, claimed here). It answers how many postings it
     wrote (those whose accounts exist; see `ledger.post_missing_postings`).
 
     The statement's parts see one snapshot and run in no set order, so none reads what another
@@ -133,11 +135,19 @@ RETURNING 1)""",
             + " RETURNING 1)"
         )
         written = "(SELECT count(*) FROM postings)"
-    if reply:
+    if reply == "claimed":
         scope, key, status, response = param(), param(), param(), param()
         parts.append(
             f"reply AS (UPDATE idempotency_record SET status_code = {status}, "
             f"response = {response} WHERE scope = {scope} AND key = {key} RETURNING 1)"
+        )
+    elif reply == "new":
+        scope, key, status, response, fingerprint = param(), param(), param(), param(), param()
+        parts.append(
+            "reply AS (INSERT INTO idempotency_record "
+            "(scope, key, request_hash, status_code, response, created_at) VALUES "
+            f"({scope}, {key}, {fingerprint}, {status}, {response}, "
+            f"{column['redeemed_at']}) RETURNING 1)"
         )
     return f"WITH {', '.join(parts)} SELECT {written} AS postings"
 
@@ -145,18 +155,25 @@ RETURNING 1)""",
 RECORD = {
     (entry, reply): _record_sql(entry=entry, reply=reply)
     for entry in (False, True)
-    for reply in (False, True)
+    for reply in (None, "claimed", "new")
 }
 
 
 @dataclass(frozen=True, slots=True)
 class Reply:
-    """The answer stored under an Idempotency-Key with the redemption."""
+    """The answer stored under an Idempotency-Key with the redemption: under the key claimed
+    earlier in the transaction (`fingerprint` None), or with the key and the request's
+    fingerprint (the record's primary key then meets any earlier use of the key)."""
 
     scope: str
     key: str
     status_code: int
     response: dict[str, Any]
+    fingerprint: str | None = None
+
+    @property
+    def kind(self) -> ReplyKind:
+        return "claimed" if self.fingerprint is None else "new"
 
 
 class Row(NamedTuple):
@@ -250,6 +267,10 @@ async def record(
         ]
     if reply is not None:
         values += [reply.scope, reply.key, reply.status_code, jsonb(reply.response)]
-    written = await connection.fetchval(RECORD[(entry is not None, reply is not None)], *values)
+        if reply.fingerprint is not None:
+            values.append(reply.fingerprint)
+    written = await connection.fetchval(
+        RECORD[(entry is not None, None if reply is None else reply.kind)], *values
+    )
     if entry is not None and written != len(entry.posting_ids):
         await ledger.post_missing_postings(connection, entry, written)

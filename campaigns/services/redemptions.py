@@ -425,13 +425,16 @@ async def record_redemption(
     now: datetime,
     rule: VelocityRule,
     reply_to: tuple[str, str] | None = None,
+    fingerprint: str | None = None,
     terminal_id: uuid.UUID | None = None,
     api_key_id: uuid.UUID | None = None,
 ) -> Recorded:
     """Write a redemption of the locked coupon in the caller's transaction: the redemption
     with its funding frozen, the coupon redeemed, the ledger entry, the figures, the answer
-    stored under the Idempotency-Key `reply_to` (scope, key), a velocity flag if the rule
-    trips, and the `coupon.redeemed` webhook. The same for every channel."""
+    stored under the Idempotency-Key `reply_to` (scope, key: claimed earlier in the
+    transaction, or with `fingerprint` claimed here, `IdempotencyKeyReused` if it was used
+    already), a velocity flag if the rule trips, and the `coupon.redeemed` webhook. The same
+    for every channel."""
     coupon, campaign = loaded.coupon, loaded.campaign
     funding = RedemptionFunding(
         discount=quote.discount,
@@ -476,9 +479,13 @@ async def record_redemption(
             entry=new_redemption_entry(
                 redemption_id=redemption.id, funding=funding, occurred_at=now
             ),
-            reply=None if reply_to is None else redemption_sql.Reply(*reply_to, 201, body),
+            reply=None
+            if reply_to is None
+            else redemption_sql.Reply(*reply_to, 201, body, fingerprint),
         )
     except asyncpg.UniqueViolationError as exc:
+        if exc.constraint_name == "pk_idempotency_record":
+            raise idempotency.IdempotencyKeyReused(field="Idempotency-Key") from exc
         if exc.constraint_name != "uq_redemption_coupon_standing":
             raise
         # Only reachable if something redeemed this coupon without its lock: the unique
@@ -544,35 +551,52 @@ async def redeem(
     idempotency_key: str,
     rule: VelocityRule,
 ) -> PosResult:
-    """Redeem a coupon at this terminal, exactly once per coupon and per Idempotency-Key."""
+    """Redeem a coupon at this terminal, exactly once per coupon and per Idempotency-Key.
+
+    Two statements and the commit: the locked read (`load_coupon`) and the writing statement,
+    which stores the answer with the key. The key is claimed there, at the end, not first: a
+    retry while the first request runs waits on the coupon's lock, then is refused (the coupon
+    is redeemed) and answered from the key; any refusal, and a key met by the writing
+    statement, is answered from the key when it was used already (the first answer, or
+    `idempotency_key_reused` for another request), as if it had been claimed first."""
     stored = parse_code(data.code)
     scope = caller_scope(principal)
-    replayed = await claim_key(
-        session, scope, idempotency_key, "/pos/redemptions", msgspec.to_builtins(data)
+    fingerprint = idempotency.request_fingerprint(
+        "POST", "/pos/redemptions", msgspec.to_builtins(data)
     )
-    if replayed is not None:
-        return replayed
-
     now = utcnow()
     where = where_of(principal)
-    loaded = await load_coupon(
-        session, where, code=stored, lock=True, velocity_since=now - rule.window
-    )
-    quote = evaluate(
-        loaded, where, basket_amount=data.basket_amount, currency=data.currency, now=now
-    )
-    recorded = await record_redemption(
-        session,
-        loaded,
-        quote,
-        where,
-        basket_amount=data.basket_amount,
-        order_ref=data.order_ref,
-        now=now,
-        rule=rule,
-        reply_to=(scope, idempotency_key),
-        terminal_id=principal.subject_id,
-    )
+    try:
+        loaded = await load_coupon(
+            session, where, code=stored, lock=True, velocity_since=now - rule.window
+        )
+        quote = evaluate(
+            loaded, where, basket_amount=data.basket_amount, currency=data.currency, now=now
+        )
+        recorded = await record_redemption(
+            session,
+            loaded,
+            quote,
+            where,
+            basket_amount=data.basket_amount,
+            order_ref=data.order_ref,
+            now=now,
+            rule=rule,
+            reply_to=(scope, idempotency_key),
+            fingerprint=fingerprint,
+            terminal_id=principal.subject_id,
+        )
+    except DomainError:
+        await session.rollback()
+        replay = await idempotency.stored_answer(
+            await driver_connection(session),
+            scope=scope,
+            key=idempotency_key,
+            fingerprint=fingerprint,
+        )
+        if replay is None:
+            raise
+        return PosResult(replay.status_code, replay.response, replayed=True)
     await commit(session)
     return PosResult(201, recorded.body, replayed=False)
 
