@@ -453,7 +453,7 @@ async def record(stack: Stack, world: World) -> list[Unit]:
     # too: asyncpg's own query methods, which SQLAlchemy itself does not use.
     originals = {
         name: getattr(asyncpg.Connection, name)
-        for name in ("execute", "fetch", "fetchrow", "executemany")
+        for name in ("execute", "fetch", "fetchrow", "fetchval", "executemany")
     }
 
     def spy(name: str) -> Any:

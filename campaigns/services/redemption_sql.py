@@ -189,7 +189,7 @@ class Row(NamedTuple):
     endpoints: list[tuple[uuid.UUID, uuid.UUID]] | None
 
 
-ModelT = TypeVar("ModelT", Coupon, Campaign)
+ModelT = TypeVar("ModelT", Coupon, Campaign, Redemption)
 
 
 def _detached(model: type[ModelT], values: dict[str, Any]) -> ModelT:
@@ -198,6 +198,15 @@ def _detached(model: type[ModelT], values: dict[str, Any]) -> ModelT:
     instance: ModelT = model.__mapper__.class_manager.new_instance()  # type: ignore[attr-defined]
     instance.__dict__.update(values)
     return instance
+
+
+def new_redemption(**values: Any) -> Redemption:
+    """A redemption row to write, every column given: built as a detached instance (the
+    model's constructor validates and records every attribute as a change, several times the
+    cost of the statement that writes it)."""
+    if values.keys() != set(_REDEMPTION):
+        raise TypeError(f"a redemption has the columns {sorted(_REDEMPTION)}")
+    return _detached(Redemption, values)
 
 
 def jsonb(value: Any) -> str:

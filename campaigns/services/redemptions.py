@@ -60,7 +60,7 @@ from coalition.campaigns.services.coupons import (
 from coalition.merchants.services import webhooks
 from coalition.platform import idempotency
 from coalition.platform.auth import Principal
-from coalition.platform.db import driver_connection, utcnow
+from coalition.platform.db import driver_connection, new_id, utcnow
 from coalition.platform.errors import Conflict, DomainError, NotFound, ValidationFailed
 from coalition.platform.jobs import commit
 from coalition.platform.settings import Settings
@@ -450,7 +450,8 @@ async def record_redemption(
         fee_fixed=campaign.fee_fixed,
         fee_payer=cast(FeePayer, campaign.fee_payer),
     )
-    redemption = Redemption(
+    redemption = redemption_sql.new_redemption(
+        id=new_id(),
         campaign_id=campaign.id,
         coupon_id=coupon.id,
         org_id=where.org_id,
@@ -464,7 +465,11 @@ async def record_redemption(
         discount=quote.discount,
         order_ref=order_ref,
         funding=funding_to_json(funding),
+        status="completed",
+        refunded_amount=0,
+        discount_reversed=0,
         redeemed_at=now,
+        reversed_at=None,
     )
     body: dict[str, Any] = msgspec.to_builtins(redemption_read(redemption, coupon.code))
     # One statement on the transaction's connection (see `redemption_sql.RECORD`): the hot path.
