@@ -7,8 +7,9 @@ Exactly once:
 - the unique partial index `uq_redemption_coupon_standing` (one redemption per coupon whose
   status is not `reversed`) is the final arbiter should anything bypass the lock; a fully
   reversed coupon can therefore be redeemed again;
-- the `Idempotency-Key` (scope `terminal:<id>`) is claimed in the same transaction, so a retry
-  returns the first answer and concurrent retries wait for the first, then replay it.
+- the `Idempotency-Key` (scope `terminal:<id>`) is stored with the redemption, in its
+  transaction: a retry returns the first answer, and concurrent retries wait for the first
+  (on the coupon's lock, or on the key's primary key), then replay it.
 
 Everything a redemption changes is written in one transaction: the coupon (redeemed), the
 redemption row with its funding split frozen, the ledger entry, the campaign figures and the
