@@ -131,6 +131,29 @@ async def enqueue(
         )
 
 
+def enqueue_many_sql(*, ids: str, function: str, args: str, now: str) -> str:
+    """Jobs recorded by plain SQL on the transaction's asyncpg connection (the hot paths), as
+    `enqueue` writes them: one row per id, all for one function; each job's arguments a
+    serialized JSON array. The arguments name the statement's parameters (`$1` ...)."""
+    # Placeholders only, never input.
+    return (
+        "INSERT INTO job_outbox (id, function, args, dedupe_key, created_at, available_at, "  # noqa: S608
+        f"relay_count) SELECT i, {function}, a::jsonb, NULL, {now}, {now}, 0 "
+        f"FROM unnest({ids}::uuid[], {args}::text[]) AS j(i, a)"
+    )
+
+
+def will_dispatch(
+    session: AsyncSession, function: str, outbox_ids: list[uuid.UUID], arg_lists: list[list[Any]]
+) -> None:
+    """Jobs written to the outbox by plain SQL in the session's transaction: handed to the
+    queue by `commit` like those `enqueue` recorded."""
+    session.info.setdefault("outbox", []).extend(
+        _Pending(outbox_id, function, args, None)
+        for outbox_id, args in zip(outbox_ids, arg_lists, strict=True)
+    )
+
+
 _background: set[asyncio.Task[None]] = set()
 
 

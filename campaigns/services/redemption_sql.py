@@ -159,6 +159,20 @@ RECORD = {
 }
 
 
+# The velocity rule's redemptions of a customer since a time (this transaction's included), in
+# the order they were made; and the flag written when the rule trips.
+VELOCITY_REDEMPTIONS = """
+SELECT id, org_id FROM redemption
+WHERE customer_id = $1 AND redeemed_at >= $2 AND status <> 'reversed'
+ORDER BY redeemed_at, id
+"""
+FLAG = """
+INSERT INTO redemption_flag
+  (id, redemption_id, rule, customer_id, org_ids, redemption_ids, detail, status, created_at)
+VALUES ($1, $2, $3, $4, $5::uuid[], $6::uuid[], $7::jsonb, 'open', $8)
+"""
+
+
 @dataclass(frozen=True, slots=True)
 class Reply:
     """The answer stored under an Idempotency-Key with the redemption: under the key claimed

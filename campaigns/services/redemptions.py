@@ -41,7 +41,6 @@ from coalition.campaigns.models import (
     Campaign,
     Coupon,
     Redemption,
-    RedemptionFlag,
     RedemptionReversal,
 )
 from coalition.campaigns.schemas.redemptions import (
@@ -520,32 +519,32 @@ async def _flag_velocity(
     session: AsyncSession, redemption: Redemption, rule: VelocityRule, now: datetime
 ) -> None:
     """Flag the redemption for review: its holder redeemed at `rule.partners` or more
-    partners within the window (this one included)."""
-    rows = await session.execute(
-        select(col(Redemption.id), col(Redemption.org_id))
-        .where(
-            col(Redemption.customer_id) == redemption.customer_id,
-            col(Redemption.redeemed_at) >= now - rule.window,
-            col(Redemption.status) != "reversed",
-        )
-        .order_by(col(Redemption.redeemed_at), col(Redemption.id))
+    partners within the window (this one included). Plain SQL on the transaction's
+    connection, which sees the redemption just written."""
+    connection = await driver_connection(session)
+    found = await connection.fetch(
+        redemption_sql.VELOCITY_REDEMPTIONS, redemption.customer_id, now - rule.window
     )
-    found = list(rows.tuples())
-    org_ids = [redemption.org_id, *dict.fromkeys(o for _, o in found if o != redemption.org_id)]
-    session.add(
-        RedemptionFlag(
-            redemption_id=redemption.id,
-            rule="velocity",
-            customer_id=redemption.customer_id,
-            org_ids=org_ids,
-            redemption_ids=[r for r, _ in found],
-            detail={
+    org_ids = [
+        redemption.org_id,
+        *dict.fromkeys(row["org_id"] for row in found if row["org_id"] != redemption.org_id),
+    ]
+    await connection.execute(
+        redemption_sql.FLAG,
+        new_id(),
+        redemption.id,
+        "velocity",
+        redemption.customer_id,
+        org_ids,
+        [row["id"] for row in found],
+        redemption_sql.jsonb(
+            {
                 "window_minutes": int(rule.window.total_seconds() // 60),
                 "partners": len(org_ids),
                 "threshold": rule.partners,
-            },
-            created_at=now,
-        )
+            }
+        ),
+        now,
     )
 
 

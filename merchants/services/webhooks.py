@@ -7,8 +7,10 @@ Signing and sending the deliveries, with their retries, is `webhook_delivery`.
 from __future__ import annotations
 
 import ipaddress
+import json
 import uuid
 from collections.abc import Iterable, Sequence
+from datetime import datetime
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -37,7 +39,7 @@ from coalition.platform.api import fields_set
 from coalition.platform.auth import Principal, get_in_tenant
 from coalition.platform.db import driver_connection, utcnow
 from coalition.platform.errors import Conflict, ValidationFailed
-from coalition.platform.jobs import commit, enqueue
+from coalition.platform.jobs import commit, enqueue, enqueue_many_sql, will_dispatch
 from coalition.platform.security import new_secret
 
 # Every event type an endpoint may subscribe to ("*" subscribes to all of them).
@@ -95,18 +97,55 @@ async def emit_event(
         connection = await driver_connection(session)
         rows = await connection.fetch(SUBSCRIBED_ENDPOINTS, list(set(org_ids)), event_type)
         endpoints = [(row["id"], row["org_id"]) for row in rows]
-    for endpoint_id, org_id in endpoints:
-        delivery = WebhookDelivery(
-            org_id=org_id,
-            endpoint_id=endpoint_id,
-            event_id=event_id,
-            event_type=event_type,
-            payload=envelope,
-            next_attempt_at=now,
-        )
-        session.add(delivery)
-        await enqueue(session, DELIVER_JOB, str(delivery.id))
+    if endpoints:
+        await _record_deliveries(session, event_id, event_type, envelope, endpoints, now)
     return event_id
+
+
+# The deliveries of one event and their delivery jobs, in one statement (`$1` delivery ids,
+# `$2` organizations, `$3` endpoints, `$4` the event, `$5` its type, `$6` the envelope, `$7`
+# the time; then the outbox ids, the job's function and each job's arguments).
+RECORD_DELIVERIES = f"""
+WITH delivery AS (
+  INSERT INTO webhook_delivery (id, org_id, endpoint_id, event_id, event_type, payload, status,
+    attempts, next_attempt_at, created_at)
+  SELECT d, o, e, $4, $5, $6::jsonb, 'pending', 0, $7, $7
+  FROM unnest($1::uuid[], $2::uuid[], $3::uuid[]) AS x(d, o, e)
+  RETURNING 1
+), job AS (
+  {enqueue_many_sql(ids="$8", function="$9", args="$10", now="$7")}
+  RETURNING 1)
+SELECT (SELECT count(*) FROM delivery) + (SELECT count(*) FROM job)
+"""  # noqa: S608 - placeholders only, no input
+
+
+async def _record_deliveries(
+    session: AsyncSession,
+    event_id: uuid.UUID,
+    event_type: str,
+    envelope: dict[str, Any],
+    endpoints: Sequence[tuple[uuid.UUID, uuid.UUID]],
+    now: datetime,
+) -> None:
+    """Plain SQL on the transaction's connection: a delivery per endpoint and its job."""
+    delivery_ids = [uuid.uuid4() for _ in endpoints]
+    outbox_ids = [uuid.uuid4() for _ in endpoints]
+    arg_lists: list[list[Any]] = [[str(d)] for d in delivery_ids]
+    connection = await driver_connection(session)
+    await connection.fetchval(
+        RECORD_DELIVERIES,
+        delivery_ids,
+        [org_id for _, org_id in endpoints],
+        [endpoint_id for endpoint_id, _ in endpoints],
+        event_id,
+        event_type,
+        json.dumps(envelope, separators=(",", ":")),
+        now,
+        outbox_ids,
+        DELIVER_JOB,
+        [json.dumps(args) for args in arg_lists],
+    )
+    will_dispatch(session, DELIVER_JOB, outbox_ids, arg_lists)
 
 
 # --- endpoints ---------------------------------------------------------------------------------
