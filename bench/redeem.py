@@ -460,8 +460,12 @@ async def record(stack: Stack, world: World) -> list[Unit]:
         original = originals[name]
 
         async def call(self: asyncpg.Connection, query: str, *args: Any, **kwargs: Any) -> Any:
-            # the dialect's own BEGIN / COMMIT / ROLLBACK: the replay's transactions send them
-            if recording and query.strip().rstrip(";").split(" ")[0].upper() not in CONTROL:
+            # BEGIN / COMMIT / ROLLBACK (the dialect's, or a bare connection's transaction): the
+            # replay's transactions send them; a commit or rollback ends the recorded one
+            verb = query.strip().rstrip(";").split(" ")[0].upper()
+            if recording and verb in ("COMMIT", "ROLLBACK"):
+                events.append((verb.lower(), id(self), None))
+            elif recording and verb not in CONTROL:
                 many = name == "executemany"
                 params = list(args[0]) if many else args
                 events.append(("exec", id(self), Statement(query, params, many)))

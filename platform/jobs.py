@@ -143,12 +143,21 @@ def enqueue_many_sql(*, ids: str, function: str, args: str, now: str) -> str:
     )
 
 
+Outbox: TypeAlias = "list[_Pending]"
+
+
+def outbox_of(session: AsyncSession) -> Outbox:
+    """The jobs the session's transaction recorded so far: `commit` hands them to the queue."""
+    pending: Outbox = session.info.setdefault("outbox", [])
+    return pending
+
+
 def will_dispatch(
-    session: AsyncSession, function: str, outbox_ids: list[uuid.UUID], arg_lists: list[list[Any]]
+    outbox: Outbox, function: str, outbox_ids: list[uuid.UUID], arg_lists: list[list[Any]]
 ) -> None:
-    """Jobs written to the outbox by plain SQL in the session's transaction: handed to the
-    queue by `commit` like those `enqueue` recorded."""
-    session.info.setdefault("outbox", []).extend(
+    """Jobs written to the outbox by plain SQL in a transaction: to hand to the queue once it
+    committed (`dispatch_committed`, or `commit` for a session's `outbox_of`)."""
+    outbox.extend(
         _Pending(outbox_id, function, args, None)
         for outbox_id, args in zip(outbox_ids, arg_lists, strict=True)
     )
@@ -160,8 +169,12 @@ _background: set[asyncio.Task[None]] = set()
 async def commit(session: AsyncSession) -> None:
     """Commit, then hand the jobs this transaction recorded to the queue (off the caller's path)."""
     await session.commit()
-    pending: list[_Pending] = session.info.pop("outbox", [])
-    dispatcher: JobDispatcher | None = session.info.get("dispatcher")
+    pending: Outbox = session.info.pop("outbox", [])
+    dispatch_committed(session.info.get("dispatcher"), pending)
+
+
+def dispatch_committed(dispatcher: JobDispatcher | None, pending: Outbox) -> None:
+    """Hand jobs whose transaction committed to the queue, off the caller's path."""
     if pending and dispatcher is not None:
         task = asyncio.get_running_loop().create_task(dispatcher.dispatch(pending))
         _background.add(task)

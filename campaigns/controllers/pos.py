@@ -6,7 +6,8 @@ from __future__ import annotations
 import uuid
 from typing import Annotated, Any
 
-from litestar import Controller, Response, get, post
+import asyncpg
+from litestar import Controller, Request, Response, get, post
 from litestar.connection import ASGIConnection
 from litestar.handlers.base import BaseRouteHandler
 from litestar.params import Parameter
@@ -75,20 +76,22 @@ class PosRedemptionController(Controller):
     async def redeem(
         self,
         data: RedeemRequest,
-        session: AsyncSession,
-        principal: Principal,
-        settings: Settings,
+        db: asyncpg.Connection,
+        request: Request[Any, Any, Any],
         idempotency_key: IdempotencyKey = None,
     ) -> Response[dict[str, Any]]:
         """Redeem a coupon exactly once (`Idempotency-Key` required): 201 with the discount,
         what is left to pay and each funder's part. A replay of the key returns the first
         answer with `Idempotent-Replayed: true`."""
+        # The till's hot path: one dependency, the principal and settings read from the request.
+        state = request.app.state
         result = await redemptions.redeem(
-            session,
-            principal,
+            db,
+            state.get("dispatcher"),
+            principal_of(request),
             data,
             idempotency_key=idempotency.check_key(idempotency_key),
-            rule=redemptions.VelocityRule.of(settings),
+            rule=redemptions.VelocityRule.of(state.settings),
         )
         return _answer(result)
 

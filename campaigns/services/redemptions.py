@@ -58,7 +58,7 @@ from coalition.campaigns.services.coupons import (
     Funding,
 )
 from coalition.merchants.services import webhooks
-from coalition.platform import idempotency
+from coalition.platform import idempotency, jobs
 from coalition.platform.auth import Principal
 from coalition.platform.db import driver_connection, new_id, utcnow
 from coalition.platform.errors import Conflict, DomainError, NotFound, ValidationFailed
@@ -189,7 +189,7 @@ class Loaded:
 
 
 async def load_coupon(
-    session: AsyncSession,
+    db: AsyncSession | asyncpg.Connection,
     where: Where,
     *,
     code: str | None = None,
@@ -201,8 +201,9 @@ async def load_coupon(
     order, whether the store may redeem, the carrier, and (with `velocity_since`) the partners
     its holder redeemed at since then (and, locked, the webhook endpoints a redemption
     notifies): one statement (`redemption_sql.LOAD`). The rows come
-    back detached: changes to them are written by explicit statements."""
-    connection = await driver_connection(session)
+    back detached: changes to them are written by explicit statements. `db`: a session, or
+    an asyncpg connection (its transaction open when locking)."""
+    connection = db if isinstance(db, asyncpg.Connection) else await driver_connection(db)
     loaded = await redemption_sql.load(
         connection,
         code=code,
@@ -415,7 +416,7 @@ class Recorded:
 
 
 async def record_redemption(
-    session: AsyncSession,
+    db: AsyncSession | asyncpg.Connection,
     loaded: Loaded,
     quote: domain.Quote,
     where: Where,
@@ -428,13 +429,15 @@ async def record_redemption(
     fingerprint: str | None = None,
     terminal_id: uuid.UUID | None = None,
     api_key_id: uuid.UUID | None = None,
+    outbox: jobs.Outbox | None = None,
 ) -> Recorded:
     """Write a redemption of the locked coupon in the caller's transaction: the redemption
     with its funding frozen, the coupon redeemed, the ledger entry, the figures, the answer
     stored under the Idempotency-Key `reply_to` (scope, key: claimed earlier in the
     transaction, or with `fingerprint` claimed here, `IdempotencyKeyReused` if it was used
     already), a velocity flag if the rule trips, and the `coupon.redeemed` webhook. The same
-    for every channel."""
+    for every channel. `db`: a session, or an asyncpg connection in its transaction with
+    `outbox` collecting the jobs to dispatch once it committed."""
     coupon, campaign = loaded.coupon, loaded.campaign
     funding = RedemptionFunding(
         discount=quote.discount,
@@ -473,7 +476,12 @@ async def record_redemption(
     )
     body: dict[str, Any] = msgspec.to_builtins(redemption_read(redemption, coupon.code))
     # One statement on the transaction's connection (see `redemption_sql.RECORD`): the hot path.
-    connection = await driver_connection(session)
+    if isinstance(db, asyncpg.Connection):
+        connection = db
+        if outbox is None:
+            raise TypeError("a redemption on a bare connection needs an outbox for its jobs")
+    else:
+        connection, outbox = await driver_connection(db), jobs.outbox_of(db)
     try:
         await redemption_sql.record(
             connection,
@@ -500,9 +508,10 @@ async def record_redemption(
     if coupon.customer_id is not None and trips_velocity(
         rule, loaded.recent_partners, where.org_id
     ):
-        await _flag_velocity(session, redemption, rule, now)
-    await webhooks.emit_event(
-        session,
+        await _flag_velocity(connection, redemption, rule, now)
+    await webhooks.emit_event_on(
+        connection,
+        outbox,
         event_type=redemption_sql.REDEEMED_EVENT,
         org_ids=loaded.funding.org_ids,
         data=body,
@@ -516,12 +525,11 @@ def _columns(row: SQLModel) -> dict[str, Any]:
 
 
 async def _flag_velocity(
-    session: AsyncSession, redemption: Redemption, rule: VelocityRule, now: datetime
+    connection: asyncpg.Connection, redemption: Redemption, rule: VelocityRule, now: datetime
 ) -> None:
     """Flag the redemption for review: its holder redeemed at `rule.partners` or more
     partners within the window (this one included). Plain SQL on the transaction's
     connection, which sees the redemption just written."""
-    connection = await driver_connection(session)
     found = await connection.fetch(
         redemption_sql.VELOCITY_REDEMPTIONS, redemption.customer_id, now - rule.window
     )
@@ -549,7 +557,8 @@ async def _flag_velocity(
 
 
 async def redeem(
-    session: AsyncSession,
+    db: asyncpg.Connection,
+    dispatcher: jobs.JobDispatcher | None,
     principal: Principal,
     data: RedeemRequest,
     *,
@@ -558,12 +567,17 @@ async def redeem(
 ) -> PosResult:
     """Redeem a coupon at this terminal, exactly once per coupon and per Idempotency-Key.
 
-    Two statements and the commit: the locked read (`load_coupon`) and the writing statement,
-    which stores the answer with the key. The key is claimed there, at the end, not first: a
-    retry while the first request runs waits on the coupon's lock, then is refused (the coupon
-    is redeemed) and answered from the key; any refusal, and a key met by the writing
-    statement, is answered from the key when it was used already (the first answer, or
-    `idempotency_key_reused` for another request), as if it had been claimed first."""
+    On a bare pooled asyncpg connection (no transaction open; see `provide_db`), in one
+    transaction of two statements: the locked read (`load_coupon`) and the writing statement,
+    which stores the answer with the key (a velocity flag and webhook deliveries, when due,
+    add theirs); their jobs go to the queue after the commit. The key is claimed there, at the
+    end, not first: a retry while the first request runs waits on the coupon's lock, then is
+    refused (the coupon is redeemed) and answered from the key; any refusal, and a key met by
+    the writing statement, is answered from the key when it was used already (the first
+    answer, or `idempotency_key_reused` for another request), as if it had been claimed
+    first."""
+    if db.is_in_transaction():
+        raise RuntimeError("a redemption must start on a connection without an open transaction")
     stored = parse_code(data.code)
     scope = caller_scope(principal)
     fingerprint = idempotency.request_fingerprint(
@@ -571,38 +585,37 @@ async def redeem(
     )
     now = utcnow()
     where = where_of(principal)
+    outbox: jobs.Outbox = []
     try:
-        loaded = await load_coupon(
-            session, where, code=stored, lock=True, velocity_since=now - rule.window
-        )
-        quote = evaluate(
-            loaded, where, basket_amount=data.basket_amount, currency=data.currency, now=now
-        )
-        recorded = await record_redemption(
-            session,
-            loaded,
-            quote,
-            where,
-            basket_amount=data.basket_amount,
-            order_ref=data.order_ref,
-            now=now,
-            rule=rule,
-            reply_to=(scope, idempotency_key),
-            fingerprint=fingerprint,
-            terminal_id=principal.subject_id,
-        )
+        async with db.transaction():
+            loaded = await load_coupon(
+                db, where, code=stored, lock=True, velocity_since=now - rule.window
+            )
+            quote = evaluate(
+                loaded, where, basket_amount=data.basket_amount, currency=data.currency, now=now
+            )
+            recorded = await record_redemption(
+                db,
+                loaded,
+                quote,
+                where,
+                basket_amount=data.basket_amount,
+                order_ref=data.order_ref,
+                now=now,
+                rule=rule,
+                reply_to=(scope, idempotency_key),
+                fingerprint=fingerprint,
+                terminal_id=principal.subject_id,
+                outbox=outbox,
+            )
     except DomainError:
-        await session.rollback()
         replay = await idempotency.stored_answer(
-            await driver_connection(session),
-            scope=scope,
-            key=idempotency_key,
-            fingerprint=fingerprint,
+            db, scope=scope, key=idempotency_key, fingerprint=fingerprint
         )
         if replay is None:
             raise
         return PosResult(replay.status_code, replay.response, replayed=True)
-    await commit(session)
+    jobs.dispatch_committed(dispatcher, outbox)
     return PosResult(201, recorded.body, replayed=False)
 
 

@@ -10,10 +10,10 @@ import ipaddress
 import json
 import uuid
 from collections.abc import Iterable, Sequence
-from datetime import datetime
 from typing import Any
 from urllib.parse import urlsplit
 
+import asyncpg
 import msgspec
 from sqlalchemy import func
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -34,12 +34,12 @@ from coalition.merchants.schemas.integrations import (
     WebhookEndpointRead,
     WebhookEndpointUpdate,
 )
-from coalition.platform import audit
+from coalition.platform import audit, jobs
 from coalition.platform.api import fields_set
 from coalition.platform.auth import Principal, get_in_tenant
 from coalition.platform.db import driver_connection, utcnow
 from coalition.platform.errors import Conflict, ValidationFailed
-from coalition.platform.jobs import commit, enqueue, enqueue_many_sql, will_dispatch
+from coalition.platform.jobs import commit, enqueue
 from coalition.platform.security import new_secret
 
 # Every event type an endpoint may subscribe to ("*" subscribes to all of them).
@@ -81,6 +81,27 @@ async def emit_event(
     (id, organization), in `SUBSCRIBED_ENDPOINTS` order, when the caller read them in a
     statement of its own transaction already.
     """
+    return await emit_event_on(
+        await driver_connection(session),
+        jobs.outbox_of(session),
+        event_type=event_type,
+        org_ids=org_ids,
+        data=data,
+        endpoints=endpoints,
+    )
+
+
+async def emit_event_on(
+    connection: asyncpg.Connection,
+    outbox: jobs.Outbox,
+    *,
+    event_type: str,
+    org_ids: Iterable[uuid.UUID],
+    data: dict[str, Any],
+    endpoints: Sequence[tuple[uuid.UUID, uuid.UUID]] | None = None,
+) -> uuid.UUID:
+    """`emit_event` in the transaction open on an asyncpg connection (plain SQL, the hot
+    paths): the delivery jobs go to `outbox`, to be dispatched once it committed."""
     if event_type not in EVENT_TYPES:
         raise ValueError(f"unknown event type {event_type}")
     event_id = uuid.uuid4()
@@ -91,47 +112,15 @@ async def emit_event(
         "created_at": now.isoformat(),
         "data": data,
     }
-    # Plain SQL on the transaction's asyncpg connection: every redemption asks, and
-    # SQLAlchemy's statement building and ORM loading cost more than the query.
     if endpoints is None:
-        connection = await driver_connection(session)
         rows = await connection.fetch(SUBSCRIBED_ENDPOINTS, list(set(org_ids)), event_type)
         endpoints = [(row["id"], row["org_id"]) for row in rows]
-    if endpoints:
-        await _record_deliveries(session, event_id, event_type, envelope, endpoints, now)
-    return event_id
-
-
-# The deliveries of one event and their delivery jobs, in one statement (`$1` delivery ids,
-# `$2` organizations, `$3` endpoints, `$4` the event, `$5` its type, `$6` the envelope, `$7`
-# the time; then the outbox ids, the job's function and each job's arguments).
-RECORD_DELIVERIES = f"""
-WITH delivery AS (
-  INSERT INTO webhook_delivery (id, org_id, endpoint_id, event_id, event_type, payload, status,
-    attempts, next_attempt_at, created_at)
-  SELECT d, o, e, $4, $5, $6::jsonb, 'pending', 0, $7, $7
-  FROM unnest($1::uuid[], $2::uuid[], $3::uuid[]) AS x(d, o, e)
-  RETURNING 1
-), job AS (
-  {enqueue_many_sql(ids="$8", function="$9", args="$10", now="$7")}
-  RETURNING 1)
-SELECT (SELECT count(*) FROM delivery) + (SELECT count(*) FROM job)
-"""  # noqa: S608 - placeholders only, no input
-
-
-async def _record_deliveries(
-    session: AsyncSession,
-    event_id: uuid.UUID,
-    event_type: str,
-    envelope: dict[str, Any],
-    endpoints: Sequence[tuple[uuid.UUID, uuid.UUID]],
-    now: datetime,
-) -> None:
-    """Plain SQL on the transaction's connection: a delivery per endpoint and its job."""
+    if not endpoints:
+        return event_id
+    # A delivery per endpoint and its job, in one statement.
     delivery_ids = [uuid.uuid4() for _ in endpoints]
     outbox_ids = [uuid.uuid4() for _ in endpoints]
     arg_lists: list[list[Any]] = [[str(d)] for d in delivery_ids]
-    connection = await driver_connection(session)
     await connection.fetchval(
         RECORD_DELIVERIES,
         delivery_ids,
@@ -145,7 +134,25 @@ async def _record_deliveries(
         DELIVER_JOB,
         [json.dumps(args) for args in arg_lists],
     )
-    will_dispatch(session, DELIVER_JOB, outbox_ids, arg_lists)
+    jobs.will_dispatch(outbox, DELIVER_JOB, outbox_ids, arg_lists)
+    return event_id
+
+
+# The deliveries of one event and their delivery jobs (`$1` delivery ids, `$2` organizations,
+# `$3` endpoints, `$4` the event, `$5` its type, `$6` the envelope, `$7` the time; then the
+# outbox ids, the job's function and each job's arguments).
+RECORD_DELIVERIES = f"""
+WITH delivery AS (
+  INSERT INTO webhook_delivery (id, org_id, endpoint_id, event_id, event_type, payload, status,
+    attempts, next_attempt_at, created_at)
+  SELECT d, o, e, $4, $5, $6::jsonb, 'pending', 0, $7, $7
+  FROM unnest($1::uuid[], $2::uuid[], $3::uuid[]) AS x(d, o, e)
+  RETURNING 1
+), job AS (
+  {jobs.enqueue_many_sql(ids="$8", function="$9", args="$10", now="$7")}
+  RETURNING 1)
+SELECT (SELECT count(*) FROM delivery) + (SELECT count(*) FROM job)
+"""  # noqa: S608 - placeholders only, no input
 
 
 # --- endpoints ---------------------------------------------------------------------------------
