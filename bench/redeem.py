@@ -788,8 +788,9 @@ def report_profile(profile: cProfile.Profile, count: int) -> None:
         "  load_coupon (one locked read)": ("redemptions.py", "load_coupon"),
         "  record_redemption": ("redemptions.py", "record_redemption"),
         "    redemption_sql.record (the one writing statement)": ("redemption_sql.py", "record"),
-        "    webhooks.emit_event": ("webhooks.py", "emit_event"),
-        "  jobs.commit": ("platform/jobs.py", "commit"),
+        "    webhooks.emit_event_on": ("webhooks.py", "emit_event_on"),
+        "  jobs.dispatch_committed": ("platform/jobs.py", "dispatch_committed"),
+        "provide_db (pooled asyncpg connection per request)": ("platform/app.py", "provide_db"),
         "provide_session (db session per request)": ("platform/app.py", "provide_session"),
     }
     print("  top functions by own CPU time:")
