@@ -921,6 +921,9 @@ def run(args: argparse.Namespace) -> int:
         print("where the server's time goes:")
         profile = asyncio.run(_profiled(stack, world, args.profile, min(8, args.terminals)))
         report_profile(profile, args.profile)
+        if args.profile_out:
+            profile.dump_stats(args.profile_out)
+            print(f"  profile saved to {args.profile_out} (read it with pstats)")
         return 0 if set(served.answers) == {"201"} else 1
 
 
@@ -931,6 +934,7 @@ def main() -> int:
     parser.add_argument("--warmup", type=int, default=3, help="untimed redemptions per terminal")
     parser.add_argument("--workers", type=int, default=2, help="`coalition serve --workers`")
     parser.add_argument("--profile", type=int, default=400, help="redemptions profiled in-process")
+    parser.add_argument("--profile-out", help="also save the profile to this file (pstats)")
     args = parser.parse_args()
     if min(args.terminals, args.redemptions, args.workers, args.profile) < 1:
         parser.error("every count must be at least 1")
