@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+import asyncpg
 from sqlalchemy import Column, Integer, PrimaryKeyConstraint, Text, update
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -82,10 +83,23 @@ async def begin(session: AsyncSession, *, scope: str, key: str, fingerprint: str
     row = await connection.fetchrow(CLAIM, scope, key, fingerprint, utcnow())
     if row is not None:
         return None
-    existing = await connection.fetchrow(EXISTING, scope, key)
-    if existing is None:
+    replay = await stored_answer(connection, scope=scope, key=key, fingerprint=fingerprint)
+    if replay is None:
         # The record that won the claim was deleted before we could read it (a purge).
         raise IdempotencyKeyReused("The first request with this key has not finished")
+    return replay
+
+
+async def stored_answer(
+    connection: asyncpg.Connection, *, scope: str, key: str, fingerprint: str
+) -> Replay | None:
+    """The answer stored under the key for this request (None: the key is unused); the key
+    used with another request is `IdempotencyKeyReused`. For paths that store the key with
+    their effect, at the end of their transaction, rather than claiming it first: when they
+    are refused, or their record meets the key's, they ask here, in a new transaction."""
+    existing = await connection.fetchrow(EXISTING, scope, key)
+    if existing is None:
+        return None
     if existing["request_hash"] != fingerprint:
         raise IdempotencyKeyReused(field="Idempotency-Key")
     response = existing["response"]

@@ -131,14 +131,50 @@ async def enqueue(
         )
 
 
+def enqueue_many_sql(*, ids: str, function: str, args: str, now: str) -> str:
+    """Jobs recorded by plain SQL on the transaction's asyncpg connection (the hot paths), as
+    `enqueue` writes them: one row per id, all for one function; each job's arguments a
+    serialized JSON array. The arguments name the statement's parameters (`$1` ...)."""
+    # Placeholders only, never input.
+    return (
+        "INSERT INTO job_outbox (id, function, args, dedupe_key, created_at, available_at, "  # noqa: S608
+        f"relay_count) SELECT i, {function}, a::jsonb, NULL, {now}, {now}, 0 "
+        f"FROM unnest({ids}::uuid[], {args}::text[]) AS j(i, a)"
+    )
+
+
+Outbox: TypeAlias = "list[_Pending]"
+
+
+def outbox_of(session: AsyncSession) -> Outbox:
+    """The jobs the session's transaction recorded so far: `commit` hands them to the queue."""
+    pending: Outbox = session.info.setdefault("outbox", [])
+    return pending
+
+
+def will_dispatch(
+    outbox: Outbox, function: str, outbox_ids: list[uuid.UUID], arg_lists: list[list[Any]]
+) -> None:
+    """Jobs written to the outbox by plain SQL in a transaction: to hand to the queue once it
+    committed (`dispatch_committed`, or `commit` for a session's `outbox_of`)."""
+    outbox.extend(
+        _Pending(outbox_id, function, args, None)
+        for outbox_id, args in zip(outbox_ids, arg_lists, strict=True)
+    )
+
+
 _background: set[asyncio.Task[None]] = set()
 
 
 async def commit(session: AsyncSession) -> None:
     """Commit, then hand the jobs this transaction recorded to the queue (off the caller's path)."""
     await session.commit()
-    pending: list[_Pending] = session.info.pop("outbox", [])
-    dispatcher: JobDispatcher | None = session.info.get("dispatcher")
+    pending: Outbox = session.info.pop("outbox", [])
+    dispatch_committed(session.info.get("dispatcher"), pending)
+
+
+def dispatch_committed(dispatcher: JobDispatcher | None, pending: Outbox) -> None:
+    """Hand jobs whose transaction committed to the queue, off the caller's path."""
     if pending and dispatcher is not None:
         task = asyncio.get_running_loop().create_task(dispatcher.dispatch(pending))
         _background.add(task)

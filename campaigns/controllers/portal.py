@@ -493,7 +493,11 @@ async def pos_quote(
 
 @post("/pos/redeem")
 async def pos_redeem(
-    request: Request[Any, Any, Any], visitor: Visitor, session: AsyncSession, settings: Settings
+    request: Request[Any, Any, Any],
+    visitor: Visitor,
+    session: AsyncSession,
+    db: asyncpg.Connection,
+    settings: Settings,
 ) -> Response[Any]:
     till = await _till(visitor, session)
     if till is None:
@@ -509,8 +513,11 @@ async def pos_redeem(
             order_ref=str(form.get("order_ref", "")).strip() or key[-12:],
         )
         # The form's key makes a double click or a resubmitted form redeem only once.
+        # Redemptions run on a bare connection outside any transaction, as for the API.
+        await session.commit()
         result = await redemptions.redeem(
-            session,
+            db,
+            request.app.state.get("dispatcher"),
             till,
             data,
             idempotency_key=key,

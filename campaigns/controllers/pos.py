@@ -6,7 +6,8 @@ from __future__ import annotations
 import uuid
 from typing import Annotated, Any
 
-from litestar import Controller, Response, get, post
+import asyncpg
+from litestar import Controller, Request, Response, get, post
 from litestar.connection import ASGIConnection
 from litestar.handlers.base import BaseRouteHandler
 from litestar.params import Parameter
@@ -23,16 +24,20 @@ from coalition.campaigns.schemas.redemptions import (
 from coalition.campaigns.services import redemptions
 from coalition.platform import idempotency
 from coalition.platform.api import Limit, Offset, Page
-from coalition.platform.auth import Principal, principal_of, role_guard
+from coalition.platform.auth import Principal, principal_of
+from coalition.platform.errors import Forbidden
 from coalition.platform.ratelimit import LocalRateLimiter
 from coalition.platform.settings import Settings
 
-terminals_only = role_guard(kinds=("terminal",))
 
-
-def pos_rate_limit(connection: ASGIConnection[Any, Any, Any, Any], _: BaseRouteHandler) -> None:
-    """Every POS call spends a token of its terminal's bucket (in this process: no Redis on the
-    redemption path); none left is `429 rate_limited` with `Retry-After`."""
+def pos_guard(connection: ASGIConnection[Any, Any, Any, Any], _: BaseRouteHandler) -> None:
+    """Terminal keys only (`403` otherwise), and every POS call spends a token of its
+    terminal's bucket (in this process: no Redis on the redemption path); none left is
+    `429 rate_limited` with `Retry-After`. One guard: the framework copies the route handler
+    for every guard it runs, on every request."""
+    principal = principal_of(connection)
+    if principal.kind != "terminal":
+        raise Forbidden(f"This endpoint is not for {principal.kind} credentials")
     state = connection.app.state
     limiter: LocalRateLimiter | None = state.get("pos_rate_limiter")
     if limiter is None:
@@ -41,7 +46,7 @@ def pos_rate_limit(connection: ASGIConnection[Any, Any, Any, Any], _: BaseRouteH
             per_minute=settings.pos_rate_limit_per_minute, burst=settings.pos_rate_limit_burst
         )
         state.pos_rate_limiter = limiter
-    limiter.hit(str(principal_of(connection).subject_id))
+    limiter.hit(str(principal.subject_id))
 
 
 IdempotencyKey = Annotated[str | None, Parameter(header="Idempotency-Key", required=False)]
@@ -55,7 +60,7 @@ def _answer(result: redemptions.PosResult) -> Response[dict[str, Any]]:
 class PosRedemptionController(Controller):
     path = "/api/v1/pos"
     tags = ["pos"]
-    guards = [terminals_only, pos_rate_limit]
+    guards = [pos_guard]
 
     @post("/quotes", status_code=HTTP_200_OK)
     async def quote(
@@ -75,20 +80,22 @@ class PosRedemptionController(Controller):
     async def redeem(
         self,
         data: RedeemRequest,
-        session: AsyncSession,
-        principal: Principal,
-        settings: Settings,
+        db: asyncpg.Connection,
+        request: Request[Any, Any, Any],
         idempotency_key: IdempotencyKey = None,
     ) -> Response[dict[str, Any]]:
         """Redeem a coupon exactly once (`Idempotency-Key` required): 201 with the discount,
         what is left to pay and each funder's part. A replay of the key returns the first
         answer with `Idempotent-Replayed: true`."""
+        # The till's hot path: one dependency, the principal and settings read from the request.
+        state = request.app.state
         result = await redemptions.redeem(
-            session,
-            principal,
+            db,
+            state.get("dispatcher"),
+            principal_of(request),
             data,
             idempotency_key=idempotency.check_key(idempotency_key),
-            rule=redemptions.VelocityRule.of(settings),
+            rule=redemptions.VelocityRule.of(state.settings),
         )
         return _answer(result)
 

@@ -41,7 +41,6 @@ from coalition.campaigns.services.redemptions import (
     load_coupon,
     parse_code,
     record_redemption,
-    redemption_read,
 )
 from coalition.platform import idempotency
 from coalition.platform.auth import Principal
@@ -237,7 +236,7 @@ async def confirm(
         now=now,
         hold_allowed=True,
     )
-    redemption = await record_redemption(
+    recorded = await record_redemption(
         session,
         loaded,
         quote,
@@ -246,15 +245,13 @@ async def confirm(
         order_ref=hold.order_ref,
         now=now,
         rule=rule,
+        reply_to=(scope, idempotency_key),
         api_key_id=principal.subject_id if principal.kind == "api_key" else None,
     )
-    hold.status, hold.finished_at, hold.redemption_id = "confirmed", now, redemption.id
-    body: dict[str, Any] = msgspec.to_builtins(redemption_read(redemption, loaded.coupon.code))
-    await idempotency.finish(
-        session, scope=scope, key=idempotency_key, status_code=201, response=body
-    )
+    hold.status, hold.finished_at = "confirmed", now
+    hold.redemption_id = recorded.redemption.id
     await commit(session)
-    return PosResult(201, body, replayed=False)
+    return PosResult(201, recorded.body, replayed=False)
 
 
 async def release(session: AsyncSession, principal: Principal, hold_id: uuid.UUID) -> HoldRead:

@@ -7,8 +7,9 @@ Exactly once:
 - the unique partial index `uq_redemption_coupon_standing` (one redemption per coupon whose
   status is not `reversed`) is the final arbiter should anything bypass the lock; a fully
   reversed coupon can therefore be redeemed again;
-- the `Idempotency-Key` (scope `terminal:<id>`) is claimed in the same transaction, so a retry
-  returns the first answer and concurrent retries wait for the first, then replay it.
+- the `Idempotency-Key` (scope `terminal:<id>`) is stored with the redemption, in its
+  transaction: a retry returns the first answer, and concurrent retries wait for the first
+  (on the coupon's lock, or on the key's primary key), then replay it.
 
 Everything a redemption changes is written in one transaction: the coupon (redeemed), the
 redemption row with its funding split frozen, the ledger entry, the campaign figures and the
@@ -40,7 +41,6 @@ from coalition.campaigns.models import (
     Campaign,
     Coupon,
     Redemption,
-    RedemptionFlag,
     RedemptionReversal,
 )
 from coalition.campaigns.schemas.redemptions import (
@@ -58,9 +58,9 @@ from coalition.campaigns.services.coupons import (
     Funding,
 )
 from coalition.merchants.services import webhooks
-from coalition.platform import idempotency
+from coalition.platform import idempotency, jobs
 from coalition.platform.auth import Principal
-from coalition.platform.db import driver_connection, utcnow
+from coalition.platform.db import driver_connection, new_id, utcnow
 from coalition.platform.errors import Conflict, DomainError, NotFound, ValidationFailed
 from coalition.platform.jobs import commit
 from coalition.platform.settings import Settings
@@ -71,7 +71,7 @@ from coalition.settlement.domain import (
     discount_reversed_by_refund,
     reversal_slices,
 )
-from coalition.settlement.services.ledger import post_new_redemption, post_reversal
+from coalition.settlement.services.ledger import new_redemption_entry, post_reversal
 
 # --- refusals (stable codes) ------------------------------------------------------------------
 
@@ -184,10 +184,12 @@ class Loaded:
     store_ok: bool  # the store (if any) is active and the redeeming organization's
     carrier_id: uuid.UUID
     recent_partners: frozenset[uuid.UUID]  # where its holder redeemed within the velocity window
+    # (id, organization) of the endpoints subscribed to `coupon.redeemed` (read when locked)
+    endpoints: tuple[tuple[uuid.UUID, uuid.UUID], ...] | None = None
 
 
 async def load_coupon(
-    session: AsyncSession,
+    db: AsyncSession | asyncpg.Connection,
     where: Where,
     *,
     code: str | None = None,
@@ -197,9 +199,11 @@ async def load_coupon(
 ) -> Loaded:
     """The coupon (locked `FOR UPDATE` when redeeming), its campaign, its funders in split
     order, whether the store may redeem, the carrier, and (with `velocity_since`) the partners
-    its holder redeemed at since then: one statement (`redemption_sql.LOAD`). The rows come
-    back detached: changes to them are written by explicit statements."""
-    connection = await driver_connection(session)
+    its holder redeemed at since then (and, locked, the webhook endpoints a redemption
+    notifies): one statement (`redemption_sql.LOAD`). The rows come
+    back detached: changes to them are written by explicit statements. `db`: a session, or
+    an asyncpg connection (its transaction open when locking)."""
+    connection = db if isinstance(db, asyncpg.Connection) else await driver_connection(db)
     loaded = await redemption_sql.load(
         connection,
         code=code,
@@ -211,14 +215,14 @@ async def load_coupon(
     )
     if loaded is None:
         raise CouponNotFound()
-    coupon, campaign, org_ids, shares_bp, store_ok, carrier_id, recent = loaded
     return Loaded(
-        coupon=coupon,
-        campaign=campaign,
-        funding=Funding(org_ids=org_ids, shares_bp=shares_bp, caps=[]),
-        store_ok=store_ok,
-        carrier_id=carrier_id,
-        recent_partners=frozenset(recent),
+        coupon=loaded.coupon,
+        campaign=loaded.campaign,
+        funding=Funding(org_ids=loaded.funders, shares_bp=loaded.shares_bp, caps=[]),
+        store_ok=loaded.store_ok,
+        carrier_id=loaded.carrier_id,
+        recent_partners=frozenset(loaded.recent),
+        endpoints=None if loaded.endpoints is None else tuple(loaded.endpoints),
     )
 
 
@@ -405,8 +409,14 @@ def trips_velocity(
     return len(recent_partners | {org_id}) >= rule.partners
 
 
+@dataclass(frozen=True, slots=True)
+class Recorded:
+    redemption: Redemption
+    body: dict[str, Any]  # the 201 answer: `RedemptionRead` as JSON-ready builtins
+
+
 async def record_redemption(
-    session: AsyncSession,
+    db: AsyncSession | asyncpg.Connection,
     loaded: Loaded,
     quote: domain.Quote,
     where: Where,
@@ -415,12 +425,19 @@ async def record_redemption(
     order_ref: str | None,
     now: datetime,
     rule: VelocityRule,
+    reply_to: tuple[str, str] | None = None,
+    fingerprint: str | None = None,
     terminal_id: uuid.UUID | None = None,
     api_key_id: uuid.UUID | None = None,
-) -> Redemption:
+    outbox: jobs.Outbox | None = None,
+) -> Recorded:
     """Write a redemption of the locked coupon in the caller's transaction: the redemption
-    with its funding frozen, the coupon redeemed, the ledger entry, the figures, a velocity
-    flag if the rule trips, and the `coupon.redeemed` webhook. The same for every channel."""
+    with its funding frozen, the coupon redeemed, the ledger entry, the figures, the answer
+    stored under the Idempotency-Key `reply_to` (scope, key: claimed earlier in the
+    transaction, or with `fingerprint` claimed here, `IdempotencyKeyReused` if it was used
+    already), a velocity flag if the rule trips, and the `coupon.redeemed` webhook. The same
+    for every channel. `db`: a session, or an asyncpg connection in its transaction with
+    `outbox` collecting the jobs to dispatch once it committed."""
     coupon, campaign = loaded.coupon, loaded.campaign
     funding = RedemptionFunding(
         discount=quote.discount,
@@ -436,7 +453,8 @@ async def record_redemption(
         fee_fixed=campaign.fee_fixed,
         fee_payer=cast(FeePayer, campaign.fee_payer),
     )
-    redemption = Redemption(
+    redemption = redemption_sql.new_redemption(
+        id=new_id(),
         campaign_id=campaign.id,
         coupon_id=coupon.id,
         org_id=where.org_id,
@@ -450,44 +468,56 @@ async def record_redemption(
         discount=quote.discount,
         order_ref=order_ref,
         funding=funding_to_json(funding),
+        status="completed",
+        refunded_amount=0,
+        discount_reversed=0,
         redeemed_at=now,
+        reversed_at=None,
     )
-    # Plain SQL on the transaction's connection (see `redemption_sql`): the hot path.
-    connection = await driver_connection(session)
+    body: dict[str, Any] = msgspec.to_builtins(redemption_read(redemption, coupon.code))
+    # One statement on the transaction's connection (see `redemption_sql.RECORD`): the hot path.
+    if isinstance(db, asyncpg.Connection):
+        connection = db
+        if outbox is None:
+            raise TypeError("a redemption on a bare connection needs an outbox for its jobs")
+    else:
+        connection, outbox = await driver_connection(db), jobs.outbox_of(db)
     try:
-        await redemption_sql.insert_redemption(connection, redemption)
+        await redemption_sql.record(
+            connection,
+            redemption,
+            day=figures.local_day(now, campaign.timezone),
+            slot=(coupon.slot or 0) % SLOTS,
+            funder_spent=list(funding.parts.values()),
+            entry=new_redemption_entry(
+                redemption_id=redemption.id, funding=funding, occurred_at=now
+            ),
+            reply=None
+            if reply_to is None
+            else redemption_sql.Reply(*reply_to, 201, body, fingerprint),
+        )
     except asyncpg.UniqueViolationError as exc:
+        if exc.constraint_name == "pk_idempotency_record":
+            raise idempotency.IdempotencyKeyReused(field="Idempotency-Key") from exc
+        if exc.constraint_name != "uq_redemption_coupon_standing":
+            raise
         # Only reachable if something redeemed this coupon without its lock: the unique
         # standing-redemption index keeps it at one.
         raise CouponAlreadyRedeemed() from exc
-    await redemption_sql.redeem_coupon(connection, coupon.id, now)
     coupon.status, coupon.redeemed_at, coupon.held_until = "redeemed", now, None
-    await post_new_redemption(
-        connection,
-        redemption_id=redemption.id,
-        funding=funding,
-        occurred_at=now,
-        campaign_id=campaign.id,
-    )
-    await redemption_sql.bump_redeemed(
-        connection,
-        campaign.id,
-        figures.local_day(now, campaign.timezone),
-        (coupon.slot or 0) % SLOTS,
-        quote.discount,
-        list(funding.parts.values()),
-    )
     if coupon.customer_id is not None and trips_velocity(
         rule, loaded.recent_partners, where.org_id
     ):
-        await _flag_velocity(session, redemption, rule, now)
-    await webhooks.emit_event(
-        session,
-        event_type="coupon.redeemed",
+        await _flag_velocity(connection, redemption, rule, now)
+    await webhooks.emit_event_on(
+        connection,
+        outbox,
+        event_type=redemption_sql.REDEEMED_EVENT,
         org_ids=loaded.funding.org_ids,
-        data=_event_data(redemption, coupon.code),
+        data=body,
+        endpoints=loaded.endpoints,
     )
-    return redemption
+    return Recorded(redemption, body)
 
 
 def _columns(row: SQLModel) -> dict[str, Any]:
@@ -495,80 +525,98 @@ def _columns(row: SQLModel) -> dict[str, Any]:
 
 
 async def _flag_velocity(
-    session: AsyncSession, redemption: Redemption, rule: VelocityRule, now: datetime
+    connection: asyncpg.Connection, redemption: Redemption, rule: VelocityRule, now: datetime
 ) -> None:
     """Flag the redemption for review: its holder redeemed at `rule.partners` or more
-    partners within the window (this one included)."""
-    rows = await session.execute(
-        select(col(Redemption.id), col(Redemption.org_id))
-        .where(
-            col(Redemption.customer_id) == redemption.customer_id,
-            col(Redemption.redeemed_at) >= now - rule.window,
-            col(Redemption.status) != "reversed",
-        )
-        .order_by(col(Redemption.redeemed_at), col(Redemption.id))
+    partners within the window (this one included). Plain SQL on the transaction's
+    connection, which sees the redemption just written."""
+    found = await connection.fetch(
+        redemption_sql.VELOCITY_REDEMPTIONS, redemption.customer_id, now - rule.window
     )
-    found = list(rows.tuples())
-    org_ids = [redemption.org_id, *dict.fromkeys(o for _, o in found if o != redemption.org_id)]
-    session.add(
-        RedemptionFlag(
-            redemption_id=redemption.id,
-            rule="velocity",
-            customer_id=redemption.customer_id,
-            org_ids=org_ids,
-            redemption_ids=[r for r, _ in found],
-            detail={
+    org_ids = [
+        redemption.org_id,
+        *dict.fromkeys(row["org_id"] for row in found if row["org_id"] != redemption.org_id),
+    ]
+    await connection.execute(
+        redemption_sql.FLAG,
+        new_id(),
+        redemption.id,
+        "velocity",
+        redemption.customer_id,
+        org_ids,
+        [row["id"] for row in found],
+        redemption_sql.jsonb(
+            {
                 "window_minutes": int(rule.window.total_seconds() // 60),
                 "partners": len(org_ids),
                 "threshold": rule.partners,
-            },
-            created_at=now,
-        )
+            }
+        ),
+        now,
     )
 
 
 async def redeem(
-    session: AsyncSession,
+    db: asyncpg.Connection,
+    dispatcher: jobs.JobDispatcher | None,
     principal: Principal,
     data: RedeemRequest,
     *,
     idempotency_key: str,
     rule: VelocityRule,
 ) -> PosResult:
-    """Redeem a coupon at this terminal, exactly once per coupon and per Idempotency-Key."""
+    """Redeem a coupon at this terminal, exactly once per coupon and per Idempotency-Key.
+
+    On a bare pooled asyncpg connection (no transaction open; see `provide_db`), in one
+    transaction of two statements: the locked read (`load_coupon`) and the writing statement,
+    which stores the answer with the key (a velocity flag and webhook deliveries, when due,
+    add theirs); their jobs go to the queue after the commit. The key is claimed there, at the
+    end, not first: a retry while the first request runs waits on the coupon's lock, then is
+    refused (the coupon is redeemed) and answered from the key; any refusal, and a key met by
+    the writing statement, is answered from the key when it was used already (the first
+    answer, or `idempotency_key_reused` for another request), as if it had been claimed
+    first."""
+    if db.is_in_transaction():
+        raise RuntimeError("a redemption must start on a connection without an open transaction")
     stored = parse_code(data.code)
     scope = caller_scope(principal)
-    replayed = await claim_key(
-        session, scope, idempotency_key, "/pos/redemptions", msgspec.to_builtins(data)
+    fingerprint = idempotency.request_fingerprint(
+        "POST", "/pos/redemptions", msgspec.to_builtins(data)
     )
-    if replayed is not None:
-        return replayed
-
     now = utcnow()
     where = where_of(principal)
-    loaded = await load_coupon(
-        session, where, code=stored, lock=True, velocity_since=now - rule.window
-    )
-    quote = evaluate(
-        loaded, where, basket_amount=data.basket_amount, currency=data.currency, now=now
-    )
-    redemption = await record_redemption(
-        session,
-        loaded,
-        quote,
-        where,
-        basket_amount=data.basket_amount,
-        order_ref=data.order_ref,
-        now=now,
-        rule=rule,
-        terminal_id=principal.subject_id,
-    )
-    body: dict[str, Any] = msgspec.to_builtins(redemption_read(redemption, loaded.coupon.code))
-    await redemption_sql.store_response(
-        await driver_connection(session), scope, idempotency_key, 201, body
-    )
-    await commit(session)
-    return PosResult(201, body, replayed=False)
+    outbox: jobs.Outbox = []
+    try:
+        async with db.transaction():
+            loaded = await load_coupon(
+                db, where, code=stored, lock=True, velocity_since=now - rule.window
+            )
+            quote = evaluate(
+                loaded, where, basket_amount=data.basket_amount, currency=data.currency, now=now
+            )
+            recorded = await record_redemption(
+                db,
+                loaded,
+                quote,
+                where,
+                basket_amount=data.basket_amount,
+                order_ref=data.order_ref,
+                now=now,
+                rule=rule,
+                reply_to=(scope, idempotency_key),
+                fingerprint=fingerprint,
+                terminal_id=principal.subject_id,
+                outbox=outbox,
+            )
+    except DomainError:
+        replay = await idempotency.stored_answer(
+            db, scope=scope, key=idempotency_key, fingerprint=fingerprint
+        )
+        if replay is None:
+            raise
+        return PosResult(replay.status_code, replay.response, replayed=True)
+    jobs.dispatch_committed(dispatcher, outbox)
+    return PosResult(201, recorded.body, replayed=False)
 
 
 # --- reverse ----------------------------------------------------------------------------------

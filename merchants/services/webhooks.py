@@ -7,11 +7,13 @@ Signing and sending the deliveries, with their retries, is `webhook_delivery`.
 from __future__ import annotations
 
 import ipaddress
+import json
 import uuid
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from typing import Any
 from urllib.parse import urlsplit
 
+import asyncpg
 import msgspec
 from sqlalchemy import func
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -32,7 +34,7 @@ from coalition.merchants.schemas.integrations import (
     WebhookEndpointRead,
     WebhookEndpointUpdate,
 )
-from coalition.platform import audit
+from coalition.platform import audit, jobs
 from coalition.platform.api import fields_set
 from coalition.platform.auth import Principal, get_in_tenant
 from coalition.platform.db import driver_connection, utcnow
@@ -70,12 +72,36 @@ async def emit_event(
     event_type: str,
     org_ids: Iterable[uuid.UUID],
     data: dict[str, Any],
+    endpoints: Sequence[tuple[uuid.UUID, uuid.UUID]] | None = None,
 ) -> uuid.UUID:
     """Record one event for every enabled endpoint of `org_ids` that subscribed to it.
 
     Runs inside the caller's transaction: deliveries exist exactly when the change committed,
-    and the worker picks them up only after that commit.
+    and the worker picks them up only after that commit. `endpoints`: those endpoints as
+    (id, organization), in `SUBSCRIBED_ENDPOINTS` order, when the caller read them in a
+    statement of its own transaction already.
     """
+    return await emit_event_on(
+        await driver_connection(session),
+        jobs.outbox_of(session),
+        event_type=event_type,
+        org_ids=org_ids,
+        data=data,
+        endpoints=endpoints,
+    )
+
+
+async def emit_event_on(
+    connection: asyncpg.Connection,
+    outbox: jobs.Outbox,
+    *,
+    event_type: str,
+    org_ids: Iterable[uuid.UUID],
+    data: dict[str, Any],
+    endpoints: Sequence[tuple[uuid.UUID, uuid.UUID]] | None = None,
+) -> uuid.UUID:
+    """`emit_event` in the transaction open on an asyncpg connection (plain SQL, the hot
+    paths): the delivery jobs go to `outbox`, to be dispatched once it committed."""
     if event_type not in EVENT_TYPES:
         raise ValueError(f"unknown event type {event_type}")
     event_id = uuid.uuid4()
@@ -86,22 +112,47 @@ async def emit_event(
         "created_at": now.isoformat(),
         "data": data,
     }
-    # Plain SQL on the transaction's asyncpg connection: every redemption asks, and
-    # SQLAlchemy's statement building and ORM loading cost more than the query.
-    connection = await driver_connection(session)
-    endpoints = await connection.fetch(SUBSCRIBED_ENDPOINTS, list(set(org_ids)), event_type)
-    for endpoint in endpoints:
-        delivery = WebhookDelivery(
-            org_id=endpoint["org_id"],
-            endpoint_id=endpoint["id"],
-            event_id=event_id,
-            event_type=event_type,
-            payload=envelope,
-            next_attempt_at=now,
-        )
-        session.add(delivery)
-        await enqueue(session, DELIVER_JOB, str(delivery.id))
+    if endpoints is None:
+        rows = await connection.fetch(SUBSCRIBED_ENDPOINTS, list(set(org_ids)), event_type)
+        endpoints = [(row["id"], row["org_id"]) for row in rows]
+    if not endpoints:
+        return event_id
+    # A delivery per endpoint and its job, in one statement.
+    delivery_ids = [uuid.uuid4() for _ in endpoints]
+    outbox_ids = [uuid.uuid4() for _ in endpoints]
+    arg_lists: list[list[Any]] = [[str(d)] for d in delivery_ids]
+    await connection.fetchval(
+        RECORD_DELIVERIES,
+        delivery_ids,
+        [org_id for _, org_id in endpoints],
+        [endpoint_id for endpoint_id, _ in endpoints],
+        event_id,
+        event_type,
+        json.dumps(envelope, separators=(",", ":")),
+        now,
+        outbox_ids,
+        DELIVER_JOB,
+        [json.dumps(args) for args in arg_lists],
+    )
+    jobs.will_dispatch(outbox, DELIVER_JOB, outbox_ids, arg_lists)
     return event_id
+
+
+# The deliveries of one event and their delivery jobs (`$1` delivery ids, `$2` organizations,
+# `$3` endpoints, `$4` the event, `$5` its type, `$6` the envelope, `$7` the time; then the
+# outbox ids, the job's function and each job's arguments).
+RECORD_DELIVERIES = f"""
+WITH delivery AS (
+  INSERT INTO webhook_delivery (id, org_id, endpoint_id, event_id, event_type, payload, status,
+    attempts, next_attempt_at, created_at)
+  SELECT d, o, e, $4, $5, $6::jsonb, 'pending', 0, $7, $7
+  FROM unnest($1::uuid[], $2::uuid[], $3::uuid[]) AS x(d, o, e)
+  RETURNING 1
+), job AS (
+  {jobs.enqueue_many_sql(ids="$8", function="$9", args="$10", now="$7")}
+  RETURNING 1)
+SELECT (SELECT count(*) FROM delivery) + (SELECT count(*) FROM job)
+"""  # noqa: S608 - placeholders only, no input
 
 
 # --- endpoints ---------------------------------------------------------------------------------

@@ -26,6 +26,7 @@ from __future__ import annotations
 import uuid
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, cast
 
@@ -614,51 +615,36 @@ async def redemption_entries(
 
 # --- the redemption hot path (plain SQL on the session's driver connection) -------------------
 
-_NEW_ENTRY = (
-    "INSERT INTO journal_entry (id, idempotency_key, kind, occurred_at, campaign_id, "
-    "redemption_id, memo, created_at) VALUES ($1, $2, 'redemption', $3, $4, $5, NULL, $6)"
-)
-_EXISTING_ACCOUNTS = """
-SELECT a.id, a.org_id, a.purpose FROM ledger_account a
-JOIN unnest($1::uuid[], $2::text[]) AS w(org_id, purpose)
-  ON w.org_id = a.org_id AND w.purpose = a.purpose
-WHERE a.currency = $3
-"""
 _ENSURE_ACCOUNTS = """
-WITH created AS (
-  INSERT INTO ledger_account (id, org_id, purpose, currency, created_at)
-  SELECT gen_random_uuid(), w.org_id, w.purpose, $3, $4
-  FROM unnest($1::uuid[], $2::text[]) AS w(org_id, purpose)
-  ORDER BY w.org_id, w.purpose
-  ON CONFLICT (org_id, purpose, currency) DO NOTHING
-  RETURNING id, org_id, purpose
-)
-SELECT id, org_id, purpose FROM created
-UNION ALL
-SELECT a.id, a.org_id, a.purpose FROM ledger_account a
-JOIN unnest($1::uuid[], $2::text[]) AS w(org_id, purpose)
-  ON w.org_id = a.org_id AND w.purpose = a.purpose
-WHERE a.currency = $3
+INSERT INTO ledger_account (id, org_id, purpose, currency, created_at)
+SELECT gen_random_uuid(), w.org_id, w.purpose, $3, $4
+FROM unnest($1::uuid[], $2::text[]) AS w(org_id, purpose)
+ORDER BY w.org_id, w.purpose
+ON CONFLICT (org_id, purpose, currency) DO NOTHING
 """
-_NEW_POSTING = (
-    "INSERT INTO ledger_posting (id, entry_id, account_id, org_id, amount, currency) "
-    "VALUES ($1, $2, $3, $4, $5, $6)"
-)
 
 
-async def post_new_redemption(
-    connection: Any,
-    *,
-    redemption_id: uuid.UUID,
-    funding: RedemptionFunding,
-    occurred_at: datetime,
-    campaign_id: uuid.UUID | None,
-) -> uuid.UUID | None:
-    """`post_redemption` for a redemption inserted in this very transaction, in three
-    statements on the asyncpg `connection` of the caller's transaction: the entry, its
-    accounts (created if missing, one statement), its postings. Same rows, same checks (in
-    code here, and the deferred balance trigger at commit). Returns the entry id, or None
-    when the redemption moves nothing between organizations."""
+@dataclass(frozen=True, slots=True)
+class NewEntry:
+    """A redemption's entry, checked and ready to be written in the statement that records
+    the redemption (`campaigns/services/redemption_sql.py`): its postings as parallel arrays,
+    their accounts found by (organization, purpose, currency) in that statement."""
+
+    id: uuid.UUID
+    idempotency_key: str
+    currency: str
+    posting_ids: list[uuid.UUID]
+    org_ids: list[uuid.UUID]
+    purposes: list[str]
+    amounts: list[int]
+
+
+def new_redemption_entry(
+    *, redemption_id: uuid.UUID, funding: RedemptionFunding, occurred_at: datetime
+) -> NewEntry | None:
+    """The entry of a redemption inserted in this very transaction (the lines of
+    `post_redemption`, the same checks in code; the deferred balance trigger checks again at
+    commit), or None when the redemption moves nothing between organizations."""
     key = redemption_key(redemption_id)
     lines = redemption_lines(funding)
     if not lines:
@@ -671,29 +657,69 @@ async def post_new_redemption(
         occurred_at=occurred_at,
         redemption_id=redemption_id,
     )
-    entry_id = new_id()
+    return NewEntry(
+        id=new_id(),
+        idempotency_key=key,
+        currency=funding.currency,
+        posting_ids=[new_id() for _ in lines],
+        org_ids=[line.org_id for line in lines],
+        purposes=[line.purpose for line in lines],
+        amounts=[line.amount for line in lines],
+    )
+
+
+def entry_sql(
+    *, entry_id: str, key: str, occurred_at: str, campaign_id: str, redemption_id: str, now: str
+) -> str:
+    """INSERT of a redemption's journal entry, its values the given SQL expressions."""
+    return (
+        "INSERT INTO journal_entry (id, idempotency_key, kind, occurred_at, campaign_id, "  # noqa: S608 - placeholders
+        f"redemption_id, memo, created_at) VALUES ({entry_id}, {key}, 'redemption', "
+        f"{occurred_at}, {campaign_id}, {redemption_id}, NULL, {now})"
+    )
+
+
+def postings_sql(
+    *, entry_id: str, ids: str, org_ids: str, purposes: str, amounts: str, currency: str
+) -> str:
+    """INSERT of an entry's postings given as parallel arrays (the given SQL expressions), each
+    on the existing account of its organization and purpose in `currency`; a posting whose
+    account does not exist yet is left out (see `post_missing_postings`)."""
+    return (
+        "INSERT INTO ledger_posting (id, entry_id, account_id, org_id, amount, currency) "  # noqa: S608 - placeholders
+        f"SELECT w.id, {entry_id}, a.id, w.org_id, w.amount, {currency} "
+        f"FROM unnest({ids}::uuid[], {org_ids}::uuid[], {purposes}::text[], {amounts}::bigint[])"
+        " AS w(id, org_id, purpose, amount) "
+        "JOIN ledger_account a ON a.org_id = w.org_id AND a.purpose = w.purpose "
+        f"AND a.currency = {currency}"
+    )
+
+
+_POST_MISSING = (
+    postings_sql(  # noqa: S608 - placeholders
+        entry_id="$1", ids="$2", org_ids="$3", purposes="$4", amounts="$5", currency="$6::text"
+    )
+    + " WHERE NOT EXISTS (SELECT 1 FROM ledger_posting p WHERE p.id = w.id)"
+)
+
+
+async def post_missing_postings(connection: Any, entry: NewEntry, written: int) -> None:
+    """After the statement that wrote `entry` wrote only `written` of its postings (an account
+    did not exist yet): create the missing accounts (in one fixed order, so that concurrent
+    entries never wait on each other's new accounts in a cycle) and write the rest. A later
+    statement sees accounts a concurrent transaction created and committed meanwhile."""
+    wanted = sorted(set(zip(entry.org_ids, entry.purposes, strict=True)))
     await connection.execute(
-        _NEW_ENTRY, entry_id, key, occurred_at, campaign_id, redemption_id, utcnow()
+        _ENSURE_ACCOUNTS, [o for o, _ in wanted], [p for _, p in wanted], entry.currency, utcnow()
     )
-    wanted = sorted({(line.org_id, line.purpose) for line in lines})
-    orgs, purposes = [o for o, _ in wanted], [p for _, p in wanted]
-    rows = await connection.fetch(_ENSURE_ACCOUNTS, orgs, purposes, funding.currency, utcnow())
-    accounts = {(r["org_id"], r["purpose"]): r["id"] for r in rows}
-    if len(accounts) < len(wanted):  # created meanwhile by a concurrent, now committed entry
-        rows = await connection.fetch(_EXISTING_ACCOUNTS, orgs, purposes, funding.currency)
-        accounts = {(r["org_id"], r["purpose"]): r["id"] for r in rows}
-    await connection.executemany(
-        _NEW_POSTING,
-        [
-            (
-                new_id(),
-                entry_id,
-                accounts[(line.org_id, line.purpose)],
-                line.org_id,
-                line.amount,
-                funding.currency,
-            )
-            for line in lines
-        ],
+    status = await connection.execute(
+        _POST_MISSING,
+        entry.id,
+        entry.posting_ids,
+        entry.org_ids,
+        entry.purposes,
+        entry.amounts,
+        entry.currency,
     )
-    return entry_id
+    if written + int(status.split()[-1]) != len(entry.posting_ids):  # pragma: no cover
+        raise RuntimeError(f"journal entry {entry.id}: postings without their accounts")

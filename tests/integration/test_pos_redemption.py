@@ -429,7 +429,7 @@ async def test_full_reversal_gives_the_coupon_back_to_redeem_again(
     campaign = await running_campaign(session, world, fee_bp=100)
     [(_, till)] = await add_terminals(session, world.cafe)
     code = await claim(client, settings, session, campaign)
-    first = (await redeem(client, till, code)).json()
+    first = (await redeem(client, till, code, key="redeem-key-first")).json()
 
     response = await reverse(client, till, first["id"], key="reverse-key-01")
     assert response.status_code == 201, response.text
@@ -442,6 +442,15 @@ async def test_full_reversal_gives_the_coupon_back_to_redeem_again(
     again = await reverse(client, till, first["id"])
     assert again.status_code == 409 and again.json()["code"] == "redemption_already_reversed"
     assert all(v == 0 for v in (await balances(sessionmaker)).values())
+
+    # The coupon is redeemable again, yet a retry of the first request's key is answered from
+    # the key (its record meets the key's) and redeems nothing; another request is refused.
+    retry = await redeem(client, till, code, key="redeem-key-first")
+    assert retry.status_code == 201 and retry.json() == first
+    assert retry.headers["idempotent-replayed"] == "true"
+    reused = await redeem(client, till, code, key="redeem-key-first", order_ref="ORDER-2")
+    assert reused.status_code == 422 and reused.json()["code"] == "idempotency_key_reused"
+    assert await count(sessionmaker, Redemption) == 1
 
     second = await redeem(client, till, code)
     assert second.status_code == 201, second.text
