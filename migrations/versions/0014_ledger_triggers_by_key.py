@@ -1,7 +1,7 @@
 """ledger triggers by key: each check one index lookup, whatever the tables' statistics said
 
 Revision ID: 0014
-Revises: 0012
+Revises: 0013
 Create Date: 2026-12-03
 
 Every redemption fires the ledger's triggers (migrations 0004 and 0008) once per entry and
@@ -27,7 +27,7 @@ from collections.abc import Sequence
 from alembic import op
 
 revision: str = "0014"
-down_revision: str | None = "0012"
+down_revision: str | None = "0013"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 

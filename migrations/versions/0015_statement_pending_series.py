@@ -1,7 +1,7 @@
 """statement_pending keyed by series and time: a close takes one index range
 
 Revision ID: 0015
-Revises: 0012
+Revises: 0014
 Create Date: 2026-12-03
 
 A close took the organization's whole pending set (every period, every cycle) and looked
@@ -27,7 +27,7 @@ import sqlmodel
 from alembic import op
 
 revision: str = "0015"
-down_revision: str | None = "0012"
+down_revision: str | None = "0014"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
@@ -54,9 +54,14 @@ def queue_postings(source: str) -> str:
     """  # noqa: S608 - constants
 
 
+# The queue only ever looks entries and campaigns up by their primary keys: planned with
+# sequential scans off (as migration 0014 set it), a plan cached while the tables were small
+# stays an index lookup.
 QUEUE_0015 = f"""
     CREATE OR REPLACE FUNCTION statement_queue_postings() RETURNS trigger
-    LANGUAGE plpgsql AS $$
+    LANGUAGE plpgsql
+    SET enable_seqscan = off
+    AS $$
     BEGIN
         {queue_postings("added")};
         RETURN NULL;
@@ -64,9 +69,11 @@ QUEUE_0015 = f"""
     $$
 """
 
-QUEUE_0008 = f"""
+QUEUE_0014 = f"""
     CREATE OR REPLACE FUNCTION statement_queue_postings() RETURNS trigger
-    LANGUAGE plpgsql AS $$
+    LANGUAGE plpgsql
+    SET enable_seqscan = off
+    AS $$
     BEGIN
         INSERT INTO statement_pending (entry_id, org_id, currency)
             SELECT DISTINCT a.entry_id, a.org_id, a.currency
@@ -122,7 +129,7 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
-    op.execute(QUEUE_0008)
+    op.execute(QUEUE_0014)
     op.drop_index("ix_statement_pending_series", table_name="statement_pending")
     op.create_index(
         "ix_statement_pending_org_id_currency",
