@@ -12,6 +12,7 @@ from litestar.exceptions import ClientException, HTTPException
 from litestar.status_codes import HTTP_200_OK, HTTP_204_NO_CONTENT
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from coalition.campaigns.controllers.issuance import CSV_TYPES, MANAGERS
 from coalition.campaigns.schemas.targets import (
     LoadMode,
     TargetListRequest,
@@ -23,9 +24,6 @@ from coalition.platform.api import Limit, Offset, Page
 from coalition.platform.auth import Principal, role_guard
 from coalition.platform.errors import ValidationFailed, _field_of
 from coalition.platform.settings import Settings
-
-MANAGERS = role_guard("admin", "marketing")
-CSV_TYPES = frozenset({"text/csv", "application/csv", "text/plain"})
 
 
 class TargetListController(Controller):
