@@ -7,6 +7,7 @@ explicit imports (pytest finds fixtures imported into the module).
 from __future__ import annotations
 
 import asyncio
+import inspect
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -177,10 +178,16 @@ async def forward_webhooks(
 
 
 async def eventually(predicate: Any, within: float = 5.0) -> None:
-    """Wait until `predicate()` is true (background deliveries); fail after `within` seconds."""
+    """Wait until `predicate()` (or, when it answers an awaitable, its result) is true
+    (background deliveries, another process's work); fail after `within` seconds."""
     loop = asyncio.get_running_loop()
     deadline = loop.time() + within
-    while not predicate():
+    while True:
+        answer = predicate()
+        if inspect.isawaitable(answer):
+            answer = await answer
+        if answer:
+            return
         if loop.time() > deadline:
             raise AssertionError("condition not reached in time")
         await asyncio.sleep(0.02)
