@@ -25,8 +25,8 @@ import uuid
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
-from urllib.parse import quote, urlsplit
+from typing import Any, Literal, TypeVar
+from urllib.parse import quote, urlencode, urlsplit
 
 import msgspec
 from cryptography.fernet import Fernet, InvalidToken, MultiFernet
@@ -392,6 +392,41 @@ class FieldErrors:
 
     def get(self, name: str) -> str | None:
         return self.by_field.get(name)
+
+
+FiltersT = TypeVar("FiltersT", bound=msgspec.Struct)
+
+
+def filter_query(request: Request[Any, Any, Any], filters: type[msgspec.Struct]) -> dict[str, str]:
+    """A list page's filters as typed in its query string: the non-empty parameters naming a
+    field of `filters`, without the offset (what the pager's links carry on)."""
+    fields = filters.__struct_fields__
+    return {
+        k: str(v)
+        for k, v in request.query_params.items()
+        if k in fields and k != "offset" and v not in ("", None)
+    }
+
+
+def parse_filters(
+    request: Request[Any, Any, Any], query: dict[str, str], filters: type[FiltersT]
+) -> FiltersT:
+    """`query` (from `filter_query`) and the page's offset as `filters`; raises
+    `msgspec.ValidationError` naming the field at fault."""
+    offset = request.query_params.get("offset") or "0"
+    return msgspec.convert({**query, "offset": offset}, filters, strict=False)
+
+
+def pager_links(
+    query: dict[str, str], offset: int, total: int, page_size: int
+) -> dict[str, str | None]:
+    """The query strings of the previous and next pages of a list (None at either end)."""
+    return {
+        "previous": urlencode({**query, "offset": max(offset - page_size, 0)}) if offset else None,
+        "next": urlencode({**query, "offset": offset + page_size})
+        if offset + page_size < total
+        else None,
+    }
 
 
 def form_errors(translator: Translator, error: Exception) -> FieldErrors:

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import uuid
 from typing import Annotated, Any, Literal
-from urllib.parse import urlencode
 
 import msgspec
 from litestar import Request, Response, get, post
@@ -19,7 +18,16 @@ from coalition.merchants.services import organizations as org_service
 from coalition.platform.auth import Principal
 from coalition.platform.errors import DomainError
 from coalition.platform.settings import Settings
-from coalition.platform.web import FieldErrors, Visitor, form_errors, page, redirect
+from coalition.platform.web import (
+    FieldErrors,
+    Visitor,
+    filter_query,
+    form_errors,
+    page,
+    pager_links,
+    parse_filters,
+    redirect,
+)
 from coalition.settlement.controllers.payouts import StripeNotConfigured, provide_gateway
 from coalition.settlement.gateway import GatewayNotConfigured
 from coalition.settlement.models import PAYOUT_STATUSES
@@ -38,16 +46,6 @@ class PayoutFilters(msgspec.Struct, kw_only=True, forbid_unknown_fields=False):
     statement_id: uuid.UUID | None = None
     status: Literal["in_flight", "processing", "succeeded", "failed", "reversed"] | None = None
     offset: Annotated[int, msgspec.Meta(ge=0)] = 0
-
-
-def _filters(request: Request[Any, Any, Any]) -> tuple[PayoutFilters, dict[str, str]]:
-    query = {
-        k: str(v)
-        for k, v in request.query_params.items()
-        if k in PayoutFilters.__struct_fields__ and k != "offset" and v not in ("", None)
-    }
-    offset = request.query_params.get("offset") or "0"
-    return msgspec.convert({**query, "offset": offset}, PayoutFilters, strict=False), query
 
 
 async def _org_names(session: AsyncSession, principal: Principal) -> dict[uuid.UUID, str]:
@@ -69,7 +67,8 @@ async def payouts_page(
     query: dict[str, str] = {}
     offset = 0
     try:
-        where, query = _filters(request)
+        query = filter_query(request, PayoutFilters)
+        where = parse_filters(request, query, PayoutFilters)
     except (msgspec.ValidationError, DomainError) as error:
         errors, status = form_errors(visitor.t, error), 400
         query = {k: str(v) for k, v in request.query_params.items()}
@@ -85,10 +84,7 @@ async def payouts_page(
             offset=offset,
         )
     names = await _org_names(session, principal)
-    pages = {
-        "previous": urlencode({**query, "offset": max(offset - PAGE, 0)}) if offset else None,
-        "next": urlencode({**query, "offset": offset + PAGE}) if offset + PAGE < total else None,
-    }
+    pages = pager_links(query, offset, total, PAGE)
     return page(
         visitor,
         "settlement/payouts.html",

@@ -11,7 +11,6 @@ from __future__ import annotations
 import uuid
 from datetime import datetime
 from typing import Annotated, Any, Literal
-from urllib.parse import urlencode
 from zoneinfo import ZoneInfo
 
 import msgspec
@@ -21,7 +20,16 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from coalition.merchants.services import organizations as org_service
 from coalition.platform.auth import Principal
 from coalition.platform.errors import DomainError
-from coalition.platform.web import FieldErrors, Visitor, form_errors, page, redirect
+from coalition.platform.web import (
+    FieldErrors,
+    Visitor,
+    filter_query,
+    form_errors,
+    page,
+    pager_links,
+    parse_filters,
+    redirect,
+)
 from coalition.settlement.matching import CATEGORIES, Category
 from coalition.settlement.schemas.reconciliation import ReconciliationRequest
 from coalition.settlement.services import reconciliation
@@ -40,19 +48,6 @@ class RunFilters(msgspec.Struct, kw_only=True, forbid_unknown_fields=False):
 class ItemFilters(msgspec.Struct, kw_only=True, forbid_unknown_fields=False):
     category: Category | None = None
     offset: Annotated[int, msgspec.Meta(ge=0)] = 0
-
-
-def _typed(request: Request[Any, Any, Any], fields: tuple[str, ...]) -> dict[str, str]:
-    return {
-        k: str(v) for k, v in request.query_params.items() if k in fields and v not in ("", None)
-    }
-
-
-def _pages(query: dict[str, str], offset: int, total: int) -> dict[str, str | None]:
-    return {
-        "previous": urlencode({**query, "offset": max(offset - PAGE, 0)}) if offset else None,
-        "next": urlencode({**query, "offset": offset + PAGE}) if offset + PAGE < total else None,
-    }
 
 
 async def _org_names(session: AsyncSession, principal: Principal) -> dict[uuid.UUID, str]:
@@ -92,15 +87,11 @@ async def _runs_page(
 ) -> Response[str]:
     principal = visitor.enter("reconciliation")
     errors = FieldErrors()
-    query = _typed(request, ("status",))
+    query = filter_query(request, RunFilters)
     runs: list[Any] = []
     total = offset = 0
     try:
-        where = msgspec.convert(
-            {**query, "offset": request.query_params.get("offset") or "0"},
-            RunFilters,
-            strict=False,
-        )
+        where = parse_filters(request, query, RunFilters)
     except msgspec.ValidationError as error:
         errors, status = form_errors(visitor.t, error), 400
     else:
@@ -115,7 +106,7 @@ async def _runs_page(
         runs=runs,
         total=total,
         offset=offset,
-        pages=_pages(query, offset, total),
+        pages=pager_links(query, offset, total, PAGE),
         query=query,
         errors=errors,
         status_options=[(s, visitor.t.gettext(f"reconciliation.{s}")) for s in RUN_STATUSES],
@@ -166,15 +157,11 @@ async def run_page(
     principal = visitor.enter("reconciliation")
     run = await reconciliation.get_run(session, principal, run_id)
     errors, status = FieldErrors(), 200
-    query = _typed(request, ("category",))
+    query = filter_query(request, ItemFilters)
     items: list[Any] = []
     total = offset = 0
     try:
-        where = msgspec.convert(
-            {**query, "offset": request.query_params.get("offset") or "0"},
-            ItemFilters,
-            strict=False,
-        )
+        where = parse_filters(request, query, ItemFilters)
     except msgspec.ValidationError as error:
         errors, status = form_errors(visitor.t, error), 400
     else:
@@ -196,7 +183,7 @@ async def run_page(
         items=items,
         total=total,
         offset=offset,
-        pages=_pages(query, offset, total),
+        pages=pager_links(query, offset, total, PAGE),
         query=query,
         errors=errors,
         category_options=[(c, visitor.t.gettext(f"category.{c}")) for c in CATEGORIES],
