@@ -30,11 +30,12 @@ from coalition.platform.ratelimit import LocalRateLimiter
 from coalition.platform.settings import Settings
 
 
-def pos_guard(connection: ASGIConnection[Any, Any, Any, Any], _: BaseRouteHandler) -> None:
+async def pos_guard(connection: ASGIConnection[Any, Any, Any, Any], _: BaseRouteHandler) -> None:
     """Terminal keys only (`403` otherwise), and every POS call spends a token of its
     terminal's bucket (in this process: no Redis on the redemption path); none left is
     `429 rate_limited` with `Retry-After`. One guard: the framework copies the route handler
-    for every guard it runs, on every request."""
+    for every guard it runs, on every request. A coroutine although it never waits: the
+    framework runs a plain function guard in a worker thread, a thread hop per request."""
     principal = principal_of(connection)
     if principal.kind != "terminal":
         raise Forbidden(f"This endpoint is not for {principal.kind} credentials")
