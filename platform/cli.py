@@ -108,12 +108,13 @@ def create_carrier(name: str, admin_email: str, admin_name: str, password: str) 
 @click.option("--port", type=int, default=None, help="Port (default COALITION_PORT).")
 @click.option("--workers", type=int, default=1, show_default=True, help="Server processes.")
 def serve(host: str | None, port: int | None, workers: int) -> None:
-    """Run the HTTP API and portal (production server: uvicorn with uvloop)."""
-    import uvicorn
+    """Run the HTTP API and portal (production server: uvicorn with uvloop, each worker
+    process on its own listening socket; see `platform/server.py`)."""
+    from coalition.platform import server
 
     settings = get_settings()
     _require_database(settings)
-    uvicorn.run(
+    status = server.serve(
         "coalition.platform.app:create_app",
         factory=True,
         host=host or settings.host,
@@ -125,6 +126,8 @@ def serve(host: str | None, port: int | None, workers: int) -> None:
         proxy_headers=True,
         log_level="warning",
     )
+    if status:
+        raise SystemExit(status)
 
 
 @main.command()
