@@ -107,7 +107,7 @@ class World:
 
 
 async def setup(
-    database_url: str, terminals: int, redemptions: int, warmup: int, profile: int
+    database_url: str, terminals: int, redemptions: int, warmup: int, profile: int, pooled: int
 ) -> World:
     from bench_campaign import running_campaign
     from sqlmodel import select
@@ -122,7 +122,8 @@ async def setup(
 
     server_count = redemptions + warmup * terminals
     template_count = 2 + profile
-    total = server_count + redemptions + template_count
+    floor_count = redemptions + pooled
+    total = server_count + floor_count + template_count
     engine = make_engine(Settings(database_url=database_url), pool_size=1)
     try:
         async with make_sessionmaker(engine)() as session:
@@ -243,8 +244,8 @@ async def setup(
         tills=tills[:terminals],
         template=tills[terminals],
         server=part(0, server_count),
-        floor=part(server_count, server_count + redemptions),
-        template_coupons=part(server_count + redemptions, total),
+        floor=part(server_count, server_count + floor_count),
+        template_coupons=part(server_count + floor_count, total),
         static_ids=static | {campaign_id},
     )
 
@@ -270,6 +271,7 @@ class Run:
     latencies: list[float]  # seconds
     answers: Counter[str]
     cpu: dict[str, float | None]
+    by_terminal: list[list[float]]  # the same latencies, per terminal
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -283,11 +285,12 @@ def ms(values: list[float], q: float) -> float:
 
 async def drive_server(
     port: int, world: World, redemptions: int, warmup: int, snapshot: Any
-) -> tuple[float, list[float], Counter[str], Any]:
+) -> tuple[float, list[float], Counter[str], Any, list[list[float]]]:
     terminals = len(world.tills)
     codes = world.server.codes
     answers: Counter[str] = Counter()
     latencies: list[float] = []
+    by_terminal: list[list[float]] = [[] for _ in range(terminals)]
 
     async def warm(n: int, connection: RawConnection) -> None:
         till = world.tills[n]
@@ -311,6 +314,7 @@ async def drive_server(
             started = time.perf_counter()
             status, body = await connection.request(data)
             latencies.append(time.perf_counter() - started)
+            by_terminal[n].append(latencies[-1])
             answers[str(status) if status == 201 else f"{status} {body[:80]!r}"] += 1
 
     began = time.perf_counter()
@@ -318,7 +322,7 @@ async def drive_server(
     wall = time.perf_counter() - began
     for connection in connections:
         connection.close()
-    return wall, latencies, answers, before
+    return wall, latencies, answers, before, by_terminal
 
 
 def cpu_snapshot(server_pid: int | None, pg_pid: int | None) -> dict[str, float | None]:
@@ -361,7 +365,7 @@ def run_server(stack: Stack, keys: Secrets, world: World, args: argparse.Namespa
         assert server.process is not None
         pid, pg = server.process.pid, postmaster_pid(stack.pgdata)
         time.sleep(3)  # every worker process has booted (the ready check reaches one)
-        wall, latencies, answers, before = asyncio.run(
+        wall, latencies, answers, before, by_terminal = asyncio.run(
             drive_server(
                 server.port,
                 world,
@@ -371,7 +375,7 @@ def run_server(stack: Stack, keys: Secrets, world: World, args: argparse.Namespa
             )
         )
         after = cpu_snapshot(pid, pg)
-        return Run(wall, latencies, answers, cpu_delta(before, after))
+        return Run(wall, latencies, answers, cpu_delta(before, after), by_terminal)
     finally:
         server.stop()
 
@@ -639,14 +643,22 @@ async def run_unit(connection: asyncpg.Connection, unit: Unit) -> None:
 
 
 async def drive_floor(
-    database_url: str, plans: list[list[Unit]], terminals: int
+    database_url: str, plans: list[list[Unit]], terminals: int, pool: int | None = None
 ) -> tuple[float, list[float]]:
-    connections = [await asyncpg.connect(_plain(database_url)) for _ in range(terminals)]
+    """`terminals` closed-loop clients replay `plans`: each on a connection of its own, or,
+    with `pool`, sharing that many connections (a client takes one per redemption, in
+    arrival order, as the server's requests do)."""
+    count = terminals if pool is None else pool
+    connections = [await asyncpg.connect(_plain(database_url)) for _ in range(count)]
+    for connection in connections:
+        await _codecs(connection)
+    free: asyncio.Queue[asyncpg.Connection] = asyncio.Queue()
+    for connection in connections:
+        free.put_nowait(connection)
+    gate = asyncio.Semaphore(count)  # first come, first served, as `provide_db`'s gate
     background = await asyncpg.create_pool(
         _plain(database_url), min_size=4, max_size=8, init=_codecs
     )
-    for connection in connections:
-        await _codecs(connection)
     latencies: list[float] = []
     pending: set[asyncio.Task[None]] = set()
 
@@ -656,21 +668,26 @@ async def drive_floor(
 
     queue = iter(plans)
 
-    async def client(connection: asyncpg.Connection) -> None:
+    async def client() -> None:
         for plan in queue:
             started = time.perf_counter()
-            for unit in plan:
-                if unit.background:
-                    task = asyncio.create_task(in_background(unit))
-                    pending.add(task)
-                    task.add_done_callback(pending.discard)
-                else:
-                    await run_unit(connection, unit)
+            async with gate:
+                connection = free.get_nowait()
+                try:
+                    for unit in plan:
+                        if unit.background:
+                            task = asyncio.create_task(in_background(unit))
+                            pending.add(task)
+                            task.add_done_callback(pending.discard)
+                        else:
+                            await run_unit(connection, unit)
+                finally:
+                    free.put_nowait(connection)
             latencies.append(time.perf_counter() - started)
 
     try:
         began = time.perf_counter()
-        await asyncio.gather(*(client(c) for c in connections))
+        await asyncio.gather(*(client() for _ in range(terminals)))
         wall = time.perf_counter() - began
         await asyncio.gather(*pending)
     finally:
@@ -843,8 +860,16 @@ def run(args: argparse.Namespace) -> int:
         print(f"database: {stack.where}")
         began = time.perf_counter()
         migrate.upgrade(stack.database_url)
+        pooled = args.redemptions // 2  # redemptions per pooled replay of the floor
         world = asyncio.run(
-            setup(stack.database_url, args.terminals, args.redemptions, args.warmup, args.profile)
+            setup(
+                stack.database_url,
+                args.terminals,
+                args.redemptions,
+                args.warmup,
+                args.profile,
+                pooled * len(args.floor_pools),
+            )
         )
         print(
             "setup: migrated, terminals, coupons and customers written "
@@ -859,6 +884,12 @@ def run(args: argparse.Namespace) -> int:
         print(
             f"  {count / served.wall:,.0f} redemptions/s over {served.wall:.1f} s; latency p50 "
             f"{ms(served.latencies, 0.5):.1f} ms, p99 {ms(served.latencies, 0.99):.1f} ms"
+        )
+        means = sorted(sum(t) / len(t) * 1000 for t in served.by_terminal if t)
+        print(
+            f"  mean latency per terminal: lowest {means[0]:.1f} ms, median "
+            f"{means[len(means) // 2]:.1f} ms, highest {means[-1]:.1f} ms (terminals on a busier "
+            "worker process wait longer)"
         )
 
         units = asyncio.run(record(stack, world))
@@ -877,7 +908,7 @@ def run(args: argparse.Namespace) -> int:
         pg = postmaster_pid(stack.pgdata)
         before = cpu_snapshot(None, pg)
         floor_wall, floor_latencies = asyncio.run(
-            drive_floor(stack.database_url, plans, args.terminals)
+            drive_floor(stack.database_url, plans[: args.redemptions], args.terminals)
         )
         floor_cpu = cpu_delta(before, cpu_snapshot(None, pg))
         floor_rate = len(floor_latencies) / floor_wall
@@ -885,6 +916,25 @@ def run(args: argparse.Namespace) -> int:
             f"  {floor_rate:,.0f} redemptions/s over {floor_wall:.1f} s; latency p50 "
             f"{ms(floor_latencies, 0.5):.1f} ms, p99 {ms(floor_latencies, 0.99):.1f} ms"
         )
+        # The same replay with the terminals sharing fewer connections: PostgreSQL on 2 CPUs
+        # does more with a few busy backends than with one per terminal.
+        shared: list[tuple[int, float, list[float]]] = []
+        for n, size in enumerate(args.floor_pools):
+            start = args.redemptions + n * pooled
+            wall, latencies = asyncio.run(
+                drive_floor(
+                    stack.database_url,
+                    plans[start : start + pooled],
+                    args.terminals,
+                    pool=size,
+                )
+            )
+            shared.append((size, len(latencies) / wall, latencies))
+            print(
+                f"  {args.terminals} terminals sharing {size} connections: "
+                f"{len(latencies) / wall:,.0f} redemptions/s over {wall:.1f} s; latency p50 "
+                f"{ms(latencies, 0.5):.1f} ms, p99 {ms(latencies, 0.99):.1f} ms"
+            )
 
         server_rate = count / served.wall
         print()
@@ -894,6 +944,11 @@ def run(args: argparse.Namespace) -> int:
             f"  {'floor (bare asyncpg)':30} {floor_rate:14,.0f} "
             f"{ms(floor_latencies, 0.5):8.1f} {ms(floor_latencies, 0.99):8.1f}"
         )
+        for size, rate, latencies in shared:
+            print(
+                f"  {f'floor, {size} shared connections':30} {rate:14,.0f} "
+                f"{ms(latencies, 0.5):8.1f} {ms(latencies, 0.99):8.1f}"
+            )
         print(
             f"  {'server (HTTP)':30} {server_rate:14,.0f} "
             f"{ms(served.latencies, 0.5):8.1f} {ms(served.latencies, 0.99):8.1f}"
@@ -901,6 +956,12 @@ def run(args: argparse.Namespace) -> int:
         print(
             f"  ratio server / floor: {server_rate / floor_rate:.0%} "
             "(target >= 40% with p99 <= 50 ms)"
+        )
+        best = max([floor_rate, *(rate for _, rate, _ in shared)])
+        print(
+            f"  {args.terminals} closed-loop terminals wait {args.terminals} / rate on average "
+            f"(Little's law): a mean of 50 ms needs {args.terminals / 0.05:,.0f} redemptions/s; "
+            f"the best floor above did {best:,.0f}"
         )
         print()
         print("CPU per redemption and share of all CPUs over each phase:")
@@ -935,6 +996,13 @@ def main() -> int:
     parser.add_argument("--workers", type=int, default=2, help="`coalition serve --workers`")
     parser.add_argument("--profile", type=int, default=400, help="redemptions profiled in-process")
     parser.add_argument("--profile-out", help="also save the profile to this file (pstats)")
+    parser.add_argument(
+        "--floor-pools",
+        type=lambda text: [int(part) for part in text.split(",") if part],
+        default=[2, 4, 8],
+        help="also replay the floor with the terminals sharing this many connections "
+        "(comma-separated sizes, each replay half as many redemptions; empty for none)",
+    )
     args = parser.parse_args()
     if min(args.terminals, args.redemptions, args.workers, args.profile) < 1:
         parser.error("every count must be at least 1")
