@@ -19,7 +19,9 @@ held by its own customer).
    same concurrency (one connection per client) replays them for the other coupons, with the
    coupon, customer, terminal, key and Idempotency-Key swapped in and fresh ids for the rows
    created: the same statements in the same transactions (authentication, the redemption, and
-   the outbox update after it, in the background as in the server).
+   the outbox update after it, in the background as in the server). It is replayed again with
+   the clients sharing 2, 4 and 8 connections (`--floor-pools`), since PostgreSQL on few CPUs
+   does more with a few busy backends than with one per terminal.
 3. **The profile**: the redemption run in-process under cProfile, time grouped by where it is
    spent (the shared request stack, our services, SQLAlchemy, asyncpg, Litestar ...), and the
    CPU used per redemption by the server, PostgreSQL, the client and other processes.
