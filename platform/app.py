@@ -21,6 +21,7 @@ from litestar.plugins.prometheus import PrometheusController
 from litestar.static_files import create_static_files_router
 from redis.asyncio import ConnectionPool
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
+from sqlalchemy.util import greenlet_spawn
 
 from coalition.platform import jobs, web
 from coalition.platform.auth import BearerAuthMiddleware, provide_principal
@@ -90,27 +91,32 @@ async def provide_session(state: State) -> AsyncIterator[AsyncSession]:
 
 async def provide_db(state: State) -> AsyncIterator[asyncpg.Connection]:
     """A bare asyncpg connection from the same pool, outside any transaction, for the hot
-    paths whose service runs its own transactions in few round trips (claims): no ORM session
-    to build and tear down per request. Never returned to the pool inside a transaction.
-    Requests wait for a connection in arrival order (`db_gate`)."""
+    paths whose service runs its own transactions in few round trips (claims, the till's
+    redemption): no ORM session to build and tear down per request, and the pool's raw
+    checkout rather than a `Connection` around it (a quarter of the CPU). Never returned to
+    the pool inside a transaction. Requests wait for a connection in arrival order
+    (`db_gate`)."""
     engine: AsyncEngine = state.engine
     gate: asyncio.Semaphore = state.db_gate
-    async with gate, engine.connect() as connection:
-        raw = await connection.get_raw_connection()
-        driver = raw.driver_connection
-        if driver is None:  # pragma: no cover - asyncpg always has one
-            raise RuntimeError("no asyncpg connection under the pool")
+    async with gate:
+        pooled = await engine.raw_connection()
         try:
-            yield driver
+            driver = pooled.driver_connection
+            if driver is None:  # pragma: no cover - asyncpg always has one
+                raise RuntimeError("no asyncpg connection under the pool")
+            try:
+                yield driver
+            finally:
+                if driver.is_closed():
+                    await greenlet_spawn(pooled.invalidate)
+                elif driver.is_in_transaction():
+                    try:
+                        await driver.execute("ROLLBACK")
+                    except Exception:
+                        await greenlet_spawn(pooled.invalidate)
+                        raise
         finally:
-            if driver.is_closed():
-                await connection.invalidate()
-            elif driver.is_in_transaction():
-                try:
-                    await driver.execute("ROLLBACK")
-                except Exception:
-                    await connection.invalidate()
-                    raise
+            pooled.close()
 
 
 def provide_settings(state: State) -> Settings:
