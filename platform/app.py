@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import gc
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -63,11 +62,6 @@ def _lifespan(settings: Settings) -> Any:
         app.state.db_gate = asyncio.Semaphore(settings.db_pool_size + settings.db_max_overflow)
         app.state.redis = redis
         app.state.dispatcher = jobs.JobDispatcher(redis, app.state.sessionmaker)
-        # Everything built so far (modules, routes, models, mapper configuration) lives as
-        # long as the process: kept out of the collector's sight, a full collection no longer
-        # walks it while requests wait on this event loop (see bench/README.md, "Redemption").
-        gc.collect()
-        gc.freeze()
         try:
             yield
         finally:

@@ -8,14 +8,17 @@ busier worker waited twice as long as the others (`bench/redeem.py` prints the s
 each worker gets its own socket on the same port (`SO_REUSEPORT`), and the kernel spreads new
 connections over the sockets by a hash of each connection's addresses.
 
-The supervisor starts the workers, starts a worker again on its socket when it dies (a worker
-that fails to start stops the server), and passes SIGINT / SIGTERM on as SIGTERM, after which
-each worker finishes its requests in flight and exits.
+Each worker freezes the heap it built at startup (`gc.freeze()`): the cyclic collector's full
+collections took about 7% of the worker's samples in `bench/redeem.py`, walking objects that
+live as long as the process. The supervisor starts the workers, starts a worker again on its
+socket when it dies (a worker that fails to start stops the server), and passes SIGINT /
+SIGTERM on as SIGTERM, after which each worker finishes its requests in flight and exits.
 """
 
 from __future__ import annotations
 
 import functools
+import gc
 import logging
 import os
 import signal
@@ -42,8 +45,18 @@ def listening_socket(host: str, port: int) -> socket.socket:
     return sock
 
 
+class _Worker(uvicorn.Server):
+    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        await super().startup(sockets)
+        # Everything built by now (modules, routes, models, mapper configuration, the app's
+        # startup) lives as long as the process: kept out of the collector's sight, a full
+        # collection no longer walks it while requests wait on the event loop.
+        gc.collect()
+        gc.freeze()
+
+
 def _serve_on(config: uvicorn.Config, sockets: list[socket.socket]) -> None:
-    uvicorn.Server(config).run(sockets=sockets)
+    _Worker(config).run(sockets=sockets)
 
 
 class Supervisor:

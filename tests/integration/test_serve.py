@@ -1,5 +1,6 @@
 """`coalition serve --workers 2`, run as deployed: each worker on a listening socket of its
-own, connections spread over both, a dead worker started again, a clean stop on SIGTERM."""
+own, connections spread over both, a dead worker started again, a clean stop on SIGTERM.
+Sockets and their holders are read from Linux's /proc."""
 
 from __future__ import annotations
 
@@ -15,16 +16,10 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-import pytest
-
 from coalition.platform.settings import Settings
 
 STARTS_WITHIN = 60.0
 LISTEN, ESTABLISHED = "0A", "01"
-
-pytestmark = pytest.mark.skipif(
-    not Path("/proc/net/tcp").exists(), reason="reads sockets from Linux's /proc"
-)
 
 
 def free_port() -> int:
