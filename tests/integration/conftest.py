@@ -20,6 +20,24 @@ from coalition.platform.migrate import all_metadata
 from coalition.platform.security import hash_password
 from coalition.platform.settings import Settings
 from tests.conftest import Servers
+from tests.integration.stripe_helpers import (
+    gateway,
+    signed_webhooks,
+    simulator,
+    stripe_server,
+    webhook_receiver,
+    webhook_server,
+)
+
+# The Stripe simulator's fixtures, defined with its helpers, offered to every test here.
+__all__ = [
+    "gateway",
+    "signed_webhooks",
+    "simulator",
+    "stripe_server",
+    "webhook_receiver",
+    "webhook_server",
+]
 
 PASSWORD = "correct horse battery staple"
 

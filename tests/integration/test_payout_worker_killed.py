@@ -24,18 +24,12 @@ from coalition.settlement.simulator import SimulatorServer
 from coalition.settlement.simulator.control import SimulatorControl
 from coalition.settlement.stripe_gateway import StripeGateway
 from tests.integration.campaign_helpers import Staff
-from tests.integration.stripe_helpers import (
-    API_KEY,
-    eventually,
-    gateway,
-    simulator,
-    stripe_server,
-)
+from tests.integration.stripe_helpers import API_KEY, eventually
 from tests.integration.test_payouts import approved_week, link_accounts, org_clearing, statement
 from tests.integration.test_reconciliation import latest_attempt, reconcile, this_hour
 from tests.integration.test_statements import Books, Client, books
 
-__all__ = ["books", "gateway", "simulator", "stripe_server"]  # fixtures
+__all__ = ["books"]  # a fixture
 
 WORKER_STARTS_WITHIN = 60.0
 

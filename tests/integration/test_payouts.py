@@ -38,16 +38,7 @@ from coalition.settlement.simulator import SimulatorServer
 from coalition.settlement.simulator.control import SimulatorControl
 from coalition.settlement.stripe_gateway import StripeGateway
 from tests.integration.campaign_helpers import Staff
-from tests.integration.stripe_helpers import (
-    WebhookReceiver,
-    gateway,
-    make_gateway,
-    onboarded_account,
-    simulator,
-    stripe_server,
-    webhook_receiver,
-    webhook_server,
-)
+from tests.integration.stripe_helpers import WebhookReceiver, make_gateway, onboarded_account
 from tests.integration.test_statements import (
     CARRIER_FINANCE,
     IN_WEEK1,
@@ -58,14 +49,7 @@ from tests.integration.test_statements import (
     close,
 )
 
-__all__ = [
-    "books",
-    "gateway",
-    "simulator",
-    "stripe_server",
-    "webhook_receiver",
-    "webhook_server",
-]  # fixtures
+__all__ = ["books"]  # a fixture
 
 
 def three_way(books: Books, discount: int) -> RedemptionFunding:

@@ -42,28 +42,11 @@ from coalition.settlement.simulator import SimulatorServer
 from coalition.settlement.simulator.control import SimulatorControl
 from coalition.settlement.stripe_gateway import StripeGateway
 from tests.integration.campaign_helpers import Staff
-from tests.integration.stripe_helpers import (
-    SignedWebhooks,
-    forward_webhooks,
-    gateway,
-    signed_webhooks,
-    simulator,
-    stripe_server,
-    webhook_receiver,
-    webhook_server,
-)
+from tests.integration.stripe_helpers import SignedWebhooks, forward_webhooks
 from tests.integration.test_payouts import approved_week, link_accounts, statement
 from tests.integration.test_statements import CARRIER_FINANCE, Books, Client, books
 
-__all__ = [
-    "books",
-    "gateway",
-    "signed_webhooks",
-    "simulator",
-    "stripe_server",
-    "webhook_receiver",
-    "webhook_server",
-]
+__all__ = ["books"]  # a fixture
 
 CAFE_FINANCE, BANK_FINANCE = "finance@cafe.test", "finance@bank.test"
 

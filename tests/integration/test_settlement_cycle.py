@@ -30,20 +30,10 @@ from tests.integration.campaign_helpers import (
     create_campaign,
 )
 from tests.integration.conftest import World
-from tests.integration.stripe_helpers import (
-    SignedWebhooks,
-    forward_webhooks,
-    signed_webhooks,
-    simulator,
-    stripe_server,
-    webhook_receiver,
-    webhook_server,
-)
+from tests.integration.stripe_helpers import SignedWebhooks, forward_webhooks
 from tests.integration.test_pos_redemption import add_terminals, claim, redeem, reverse
 from tests.integration.test_reconciliation import job_context, reconcile, this_hour
 from tests.integration.test_statements import CARRIER_FINANCE, Client
-
-__all__ = ["signed_webhooks", "simulator", "stripe_server", "webhook_receiver", "webhook_server"]
 
 DISCOUNT = 5_000  # "spend 100.00, get 50.00 off", on a basket of exactly 100.00
 

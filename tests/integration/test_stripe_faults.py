@@ -21,15 +21,7 @@ from coalition.settlement.gateway import (
 from coalition.settlement.simulator import SimulatorServer
 from coalition.settlement.simulator.control import SimulatorControl
 from coalition.settlement.stripe_gateway import StripeGateway
-from tests.integration.stripe_helpers import (
-    gateway,
-    make_gateway,
-    onboarded_account,
-    simulator,
-    stripe_server,
-)
-
-__all__ = ["gateway", "simulator", "stripe_server"]  # fixtures used by name below
+from tests.integration.stripe_helpers import make_gateway, onboarded_account
 
 
 def request_for(destination: str, statement: str = "st-1", amount: int = 2_000) -> TransferRequest:

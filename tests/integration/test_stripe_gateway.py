@@ -21,16 +21,7 @@ from coalition.settlement.gateway import (
 from coalition.settlement.simulator import SimulatorServer
 from coalition.settlement.simulator.control import SimulatorControl
 from coalition.settlement.stripe_gateway import StripeGateway
-from tests.integration.stripe_helpers import (
-    API_KEY,
-    gateway,
-    make_gateway,
-    onboarded_account,
-    simulator,
-    stripe_server,
-)
-
-__all__ = ["gateway", "simulator", "stripe_server"]  # fixtures used by name below
+from tests.integration.stripe_helpers import API_KEY, make_gateway, onboarded_account
 
 
 def transfer_request(destination: str, statement: str, amount: int = 1_250) -> TransferRequest:

@@ -10,9 +10,7 @@ import pytest
 
 from coalition.settlement.simulator import SimulatorConfig, SimulatorServer
 from coalition.settlement.simulator.control import SimulatorControl
-from tests.integration.stripe_helpers import API_KEY, simulator, stripe_server
-
-__all__ = ["simulator", "stripe_server"]
+from tests.integration.stripe_helpers import API_KEY
 
 
 @pytest.fixture

@@ -19,16 +19,9 @@ from coalition.settlement.stripe_gateway import StripeGateway
 from tests.integration.stripe_helpers import (
     WebhookReceiver,
     eventually,
-    gateway,
     make_gateway,
     onboarded_account,
-    simulator,
-    stripe_server,
-    webhook_receiver,
-    webhook_server,
 )
-
-__all__ = ["gateway", "simulator", "stripe_server", "webhook_receiver", "webhook_server"]
 
 
 async def register(gateway: StripeGateway, url: str, *, connect: bool = False) -> str:

@@ -19,29 +19,11 @@ from coalition.settlement.services import payouts, stripe_events
 from coalition.settlement.simulator import SimulatorServer
 from coalition.settlement.simulator.control import SimulatorControl
 from coalition.settlement.stripe_gateway import StripeGateway
-from tests.integration.stripe_helpers import (
-    API_KEY,
-    SignedWebhooks,
-    forward_webhooks,
-    gateway,
-    signed_webhooks,
-    simulator,
-    stripe_server,
-    webhook_receiver,
-    webhook_server,
-)
+from tests.integration.stripe_helpers import API_KEY, SignedWebhooks, forward_webhooks
 from tests.integration.test_payouts import org_clearing, paid_cafe, statement
 from tests.integration.test_statements import Books, Client, books
 
-__all__ = [
-    "books",
-    "gateway",
-    "signed_webhooks",
-    "simulator",
-    "stripe_server",
-    "webhook_receiver",
-    "webhook_server",
-]
+__all__ = ["books"]  # a fixture
 
 
 async def reversals_of(sessionmaker: SessionMaker, statement_id: uuid.UUID) -> list[int]:
