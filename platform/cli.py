@@ -114,18 +114,22 @@ def serve(host: str | None, port: int | None, workers: int) -> None:
 
     settings = get_settings()
     _require_database(settings)
-    status = server.serve(
-        "coalition.platform.app:create_app",
-        factory=True,
-        host=host or settings.host,
-        port=port or settings.port,
-        workers=workers,
-        loop="uvloop",
-        http="httptools",
-        access_log=False,
-        proxy_headers=True,
-        log_level="warning",
-    )
+    host, port = host or settings.host, port or settings.port
+    try:
+        status = server.serve(
+            "coalition.platform.app:create_app",
+            factory=True,
+            host=host,
+            port=port,
+            workers=workers,
+            loop="uvloop",
+            http="httptools",
+            access_log=False,
+            proxy_headers=True,
+            log_level="warning",
+        )
+    except OSError as exc:
+        raise click.ClickException(f"cannot listen on {host}:{port}: {exc.strerror}") from exc
     if status:
         raise SystemExit(status)
 

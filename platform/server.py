@@ -103,8 +103,18 @@ class Supervisor:
         return status
 
 
+def ensure_free(host: str, port: int) -> None:
+    """Fail (`OSError`, address in use) when anything listens on (host, port) already: sockets
+    with `SO_REUSEPORT` would otherwise join another server's on that port without a word."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        probe.bind((host, port))
+
+
 def serve(app: str, *, host: str, port: int, workers: int, **options: Any) -> int:
     """Run `app` (an import string) on `workers` processes; returns the exit status."""
     config = uvicorn.Config(app, host=host, port=port, **options)
+    ensure_free(host, port)
     sockets = [listening_socket(host, port) for _ in range(workers)]
     return Supervisor(config, sockets).run()

@@ -66,7 +66,7 @@ def workers_of(parent: int, port: int) -> list[int]:
 
 
 def get(port: int, path: str) -> int:
-    with socket.create_connection(("127.0.0.1", port), timeout=5) as connection:
+    with socket.create_connection(("127.0.0.1", port), timeout=STARTS_WITHIN) as connection:
         connection.sendall(f"GET {path} HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n".encode())
         return int(connection.recv(64)[9:12])
 
@@ -159,8 +159,20 @@ def test_a_killed_worker_is_started_again_and_sigterm_stops_everything(
         assert len(sockets_on(port, LISTEN)) == 2
         assert [get(port, "/health/live") for _ in range(20)] == [200] * 20
 
+        # A second server on the same port is refused, not let into the first one's sockets.
+        second = subprocess.run(
+            [sys.executable, "-m", "coalition.platform.cli", "serve", "--port", str(port)],
+            env={**os.environ, "COALITION_HOST": "127.0.0.1"},
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+        assert second.returncode != 0
+        assert f"cannot listen on 127.0.0.1:{port}: Address already in use" in second.stderr
+
         server.send_signal(signal.SIGTERM)
-        assert server.wait(timeout=30) == 0, log.read_text()
+        assert server.wait(timeout=STARTS_WITHIN) == 0, log.read_text()
         for pid in replaced:
             assert not Path(f"/proc/{pid}").exists() or _zombie(pid)
         assert not sockets_on(port, LISTEN)
