@@ -43,7 +43,8 @@ async def test_a_connection_the_server_dropped_is_replaced(
     backend = connection.get_server_pid()
     async with app.state.engine.connect() as other:
         raw = await other.get_raw_connection()
-        await raw.driver_connection.fetchval("SELECT pg_terminate_backend($1)", backend)
+        # Waits (up to 10 s) until the backend has exited, not only been signalled.
+        await raw.driver_connection.fetchval("SELECT pg_terminate_backend($1, 10000)", backend)
     with contextlib.suppress(asyncpg.PostgresError, asyncpg.InterfaceError, ConnectionError):
         await connection.fetchval("SELECT 1")
     assert connection.is_closed()
