@@ -17,9 +17,10 @@ SIGTERM on as SIGTERM, after which each worker finishes its requests in flight a
 
 from __future__ import annotations
 
-import functools
+import contextlib
 import gc
 import logging
+import multiprocessing
 import os
 import signal
 import socket
@@ -28,7 +29,6 @@ from multiprocessing.context import SpawnProcess
 from typing import Any
 
 import uvicorn
-from uvicorn._subprocess import get_subprocess
 from uvicorn.config import STARTUP_FAILURE
 
 logger = logging.getLogger("coalition.server")
@@ -55,8 +55,12 @@ class _Worker(uvicorn.Server):
         gc.freeze()
 
 
-def _serve_on(config: uvicorn.Config, sockets: list[socket.socket]) -> None:
-    _Worker(config).run(sockets=sockets)
+def _serve_on(config: uvicorn.Config, sock: socket.socket) -> None:
+    """A worker process: logging set up again (a spawned process starts bare), then serve."""
+    config.configure_logging()
+    # Ctrl-C reaches the whole process group: the server shuts down, without a traceback.
+    with contextlib.suppress(KeyboardInterrupt):
+        _Worker(config).run(sockets=[sock])
 
 
 class Supervisor:
@@ -69,8 +73,10 @@ class Supervisor:
         self.stopping = threading.Event()
 
     def _start(self, sock: socket.socket) -> SpawnProcess:
-        process = get_subprocess(
-            self.config, target=functools.partial(_serve_on, self.config), sockets=[sock]
+        # Spawned, not forked: a fresh interpreter imports the app itself (the socket is
+        # passed over by multiprocessing).
+        process = multiprocessing.get_context("spawn").Process(
+            target=_serve_on, args=(self.config, sock)
         )
         process.start()
         return process
