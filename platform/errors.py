@@ -148,7 +148,7 @@ _MSGSPEC_PATH = re.compile(r"at `\$((?:\.[A-Za-z_][\w]*|\[\d+\])*)`")
 _UNKNOWN_FIELD = re.compile(r"unknown field `([^`]+)`")
 
 
-def _field_of(message: str, key: str | None) -> str | None:
+def field_of(message: str, key: str | None) -> str | None:
     """The offending field: from msgspec's message for body errors, else the parameter name."""
     if key and key != "data":
         unknown = _UNKNOWN_FIELD.search(message)
@@ -175,11 +175,11 @@ def validation_handler(request: Request[Any, Any, Any], exc: ValidationException
         key = item.get("key") if isinstance(item, dict) else None
         source = item.get("source") if isinstance(item, dict) else None
         errors.append(
-            {"field": _field_of(message, key), "message": message, "source": source or "body"}
+            {"field": field_of(message, key), "message": message, "source": source or "body"}
         )
     detail = str(exc.detail)
     if not errors:
-        errors.append({"field": _field_of(detail, None), "message": detail, "source": "body"})
+        errors.append({"field": field_of(detail, None), "message": detail, "source": "body"})
     first = errors[0]
     return problem(
         request,

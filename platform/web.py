@@ -40,7 +40,7 @@ from litestar.static_files import create_static_files_router
 from litestar.types import ControllerRouterHandler, ExceptionHandlersMap
 
 from coalition.platform.auth import Principal
-from coalition.platform.errors import DomainError, Forbidden, Unauthorized
+from coalition.platform.errors import DomainError, Forbidden, Unauthorized, field_of
 from coalition.platform.i18n import LANGUAGE_NAMES, LANGUAGES, Translator, negotiate
 from coalition.platform.settings import Settings
 
@@ -432,10 +432,7 @@ def pager_links(
 def form_errors(translator: Translator, error: Exception) -> FieldErrors:
     """Turn a refused form (schema validation or a business refusal) into per-field messages."""
     if isinstance(error, msgspec.ValidationError):
-        message = str(error)
-        from coalition.platform.errors import _field_of
-
-        name = _field_of(message, None)
+        name = field_of(str(error), None)
         text = translator.error("validation_error")
         return FieldErrors(by_field={name: text} if name else {}, general=text)
     if isinstance(error, DomainError):

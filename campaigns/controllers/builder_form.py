@@ -20,7 +20,7 @@ from litestar.datastructures import FormMultiDict
 
 from coalition.campaigns.schemas.campaigns import CampaignCreate, OfferIn
 from coalition.campaigns.services.drafts import invalid, offer_rule
-from coalition.platform.errors import DomainError, _field_of
+from coalition.platform.errors import DomainError, field_of
 from coalition.platform.money import parse_major_amount
 
 PARTNER_ROWS = 3
@@ -180,7 +180,7 @@ class BuilderForm:
             try:
                 msgspec.convert(value, _TYPES[key])
             except msgspec.ValidationError as error:
-                inner = _field_of(str(error), None)
+                inner = field_of(str(error), None)
                 problems.append((f"{key}.{inner}" if inner else key, str(error)))
         if problems:
             raise invalid(problems)

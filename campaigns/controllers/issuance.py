@@ -8,9 +8,8 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import click
-import msgspec
 from litestar import Controller, Request, Response, get, post
-from litestar.exceptions import ClientException, HTTPException
+from litestar.exceptions import HTTPException
 from litestar.params import Parameter
 from litestar.status_codes import HTTP_202_ACCEPTED
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -22,7 +21,7 @@ from coalition.campaigns.schemas.issuance import (
 )
 from coalition.campaigns.services import issuance
 from coalition.platform import idempotency
-from coalition.platform.api import Limit, Offset, Page
+from coalition.platform.api import Limit, Offset, Page, decode_json
 from coalition.platform.auth import Principal, role_guard
 from coalition.platform.errors import DomainError, ValidationFailed
 from coalition.platform.settings import Settings
@@ -129,12 +128,7 @@ class IssuanceController(Controller):
 
 
 def _audience_request(body: bytes) -> AudienceIssuanceRequest:
-    try:
-        data = msgspec.json.decode(body, type=AudienceIssuanceRequest)
-    except msgspec.ValidationError as exc:
-        raise ValidationFailed(str(exc)) from exc
-    except msgspec.DecodeError as exc:
-        raise ClientException(status_code=400, detail="The request body is not valid JSON") from exc
+    data = decode_json(body, AudienceIssuanceRequest)
     if not data.audience:
         raise ValidationFailed(
             "Send `audience: true`, or upload a CSV (text/csv) of targets", field="audience"

@@ -6,9 +6,8 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
-import msgspec
 from litestar import Controller, Request, delete, get, post, put
-from litestar.exceptions import ClientException, HTTPException
+from litestar.exceptions import HTTPException
 from litestar.status_codes import HTTP_200_OK, HTTP_204_NO_CONTENT
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -20,9 +19,8 @@ from coalition.campaigns.schemas.targets import (
     TargetRead,
 )
 from coalition.campaigns.services import issuance, targets
-from coalition.platform.api import Limit, Offset, Page
+from coalition.platform.api import Limit, Offset, Page, decode_json
 from coalition.platform.auth import Principal, role_guard
-from coalition.platform.errors import ValidationFailed, _field_of
 from coalition.platform.settings import Settings
 
 
@@ -114,18 +112,9 @@ async def _load(
     if media_type in CSV_TYPES:
         return await targets.load_csv(session, settings, principal, campaign_id, body, mode=mode)
     if media_type == "application/json":
-        data = _json_request(body)
+        data = decode_json(body, TargetListRequest)
         return await targets.load_json(session, settings, principal, campaign_id, data, mode=mode)
     raise HTTPException(status_code=415, detail="Send text/csv (a customer list) or JSON")
-
-
-def _json_request(body: bytes) -> TargetListRequest:
-    try:
-        return msgspec.json.decode(body, type=TargetListRequest)
-    except msgspec.ValidationError as exc:
-        raise ValidationFailed(str(exc), field=_field_of(str(exc), None)) from exc
-    except msgspec.DecodeError as exc:
-        raise ClientException(status_code=400, detail="The request body is not valid JSON") from exc
 
 
 ROUTES = [TargetListController]

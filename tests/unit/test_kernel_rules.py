@@ -7,7 +7,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from pydantic import ValidationError
 
-from coalition.platform.errors import _field_of
+from coalition.platform.errors import field_of
 from coalition.platform.jobs import retry_delay
 from coalition.platform.settings import DEV_JWT_SECRET, Settings, to_asyncpg_url
 
@@ -58,4 +58,4 @@ def test_backoff_first_steps() -> None:
     ],
 )
 def test_offending_field_is_named(message: str, key: str, field: str) -> None:
-    assert _field_of(message, key) == field
+    assert field_of(message, key) == field
