@@ -77,6 +77,21 @@ async def list_organizations(
     return list(rows.scalars()), int(total)
 
 
+async def organization_names(
+    session: AsyncSession, principal: Principal, *, limit: int = 500
+) -> dict[uuid.UUID, str]:
+    """The names of the organizations the reader sees (its own only, for a partner), by id,
+    oldest first: for labels and pickers on the portal's pages."""
+    rows = await session.execute(
+        scope_to_tenant(
+            select(col(Organization.id), col(Organization.name)), col(Organization.id), principal
+        )
+        .order_by(col(Organization.created_at), col(Organization.id))
+        .limit(limit)
+    )
+    return {org_id: name for org_id, name in rows}
+
+
 async def get_organization(
     session: AsyncSession, principal: Principal, org_id: uuid.UUID, *, for_update: bool = False
 ) -> Organization:

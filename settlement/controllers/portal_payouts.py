@@ -48,14 +48,6 @@ class PayoutFilters(msgspec.Struct, kw_only=True, forbid_unknown_fields=False):
     offset: Annotated[int, msgspec.Meta(ge=0)] = 0
 
 
-async def _org_names(session: AsyncSession, principal: Principal) -> dict[uuid.UUID, str]:
-    """The organizations whose attempts the reader sees (its own only, for a partner)."""
-    rows, _ = await org_service.list_organizations(
-        session, principal, limit=500, offset=0, status=None
-    )
-    return {o.id: o.name for o in rows}
-
-
 @get("/payouts")
 async def payouts_page(
     request: Request[Any, Any, Any], visitor: Visitor, session: AsyncSession
@@ -83,7 +75,7 @@ async def payouts_page(
             limit=PAGE,
             offset=offset,
         )
-    names = await _org_names(session, principal)
+    names = await org_service.organization_names(session, principal)
     pages = pager_links(query, offset, total, PAGE)
     return page(
         visitor,

@@ -18,7 +18,6 @@ from litestar import Request, Response, get, post
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from coalition.merchants.services import organizations as org_service
-from coalition.platform.auth import Principal
 from coalition.platform.errors import DomainError
 from coalition.platform.web import (
     FieldErrors,
@@ -48,14 +47,6 @@ class RunFilters(msgspec.Struct, kw_only=True, forbid_unknown_fields=False):
 class ItemFilters(msgspec.Struct, kw_only=True, forbid_unknown_fields=False):
     category: Category | None = None
     offset: Annotated[int, msgspec.Meta(ge=0)] = 0
-
-
-async def _org_names(session: AsyncSession, principal: Principal) -> dict[uuid.UUID, str]:
-    """The organizations whose items the reader sees (its own only, for a partner)."""
-    rows, _ = await org_service.list_organizations(
-        session, principal, limit=500, offset=0, status=None
-    )
-    return {o.id: o.name for o in rows}
 
 
 def window_request(form: dict[str, str], timezone: str) -> ReconciliationRequest:
@@ -187,7 +178,7 @@ async def run_page(
         query=query,
         errors=errors,
         category_options=[(c, visitor.t.gettext(f"category.{c}")) for c in CATEGORIES],
-        org_names=await _org_names(session, principal),
+        org_names=await org_service.organization_names(session, principal),
         sees_all=principal.sees_all_tenants,
     )
 
@@ -204,7 +195,7 @@ async def item_page(
         "settlement/reconciliation_item.html",
         run=run,
         item=item,
-        org_names=await _org_names(session, principal),
+        org_names=await org_service.organization_names(session, principal),
     )
 
 
