@@ -15,13 +15,12 @@ from zoneinfo import ZoneInfo
 
 import asyncpg
 from litestar import Request, Response, get, post
-from litestar.datastructures import UploadFile
 from litestar.response import Redirect
 from redis.asyncio import Redis
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from coalition.campaigns import charts, qr
-from coalition.campaigns.controllers.portal_builder import campaign_manager
+from coalition.campaigns.controllers.portal_builder import campaign_manager, uploaded_csv
 from coalition.campaigns.schemas.campaigns import CampaignRead
 from coalition.campaigns.schemas.coupons import CampaignStatsRead
 from coalition.campaigns.schemas.redemptions import RedeemRequest, ReverseRequest
@@ -237,11 +236,8 @@ async def upload_issuance(
     """Bulk issuance from an uploaded CSV (a `customer_id` or `phone` column)."""
     principal = campaign_manager(visitor)
     form = await request.form()
-    upload = form.get("targets")
-    content = await upload.read() if isinstance(upload, UploadFile) else b""
     try:
-        if not content:
-            raise issuance.UnusableUpload("Choose a CSV file", field="targets")
+        content = await uploaded_csv(form)
         created = await issuance.create_csv_issuance(
             session,
             settings,

@@ -14,13 +14,13 @@ import uuid
 from typing import Any
 
 from litestar import Request, Response, get, post
-from litestar.datastructures import FormMultiDict
+from litestar.datastructures import FormMultiDict, UploadFile
 from litestar.response import Redirect
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from coalition.campaigns.controllers import builder_form
 from coalition.campaigns.controllers.builder_form import BuilderForm
-from coalition.campaigns.services import drafts, workflow
+from coalition.campaigns.services import drafts, issuance, workflow
 from coalition.merchants.services import directory
 from coalition.platform.auth import Principal
 from coalition.platform.db import utcnow
@@ -126,6 +126,16 @@ def campaign_manager(visitor: Visitor) -> Principal:
     if principal.role not in ("admin", "marketing"):
         raise Forbidden("Only admins and marketing run campaigns")
     return principal
+
+
+async def uploaded_csv(form: FormMultiDict, field: str = "targets") -> bytes:
+    """The CSV file a campaign page's form uploaded as `field`: `UnusableUpload` naming the
+    field when none was chosen (or it is empty)."""
+    upload = form.get(field)
+    content = await upload.read() if isinstance(upload, UploadFile) else b""
+    if not content:
+        raise issuance.UnusableUpload("Choose a CSV file", field=field)
+    return content
 
 
 @get("/campaigns/new")

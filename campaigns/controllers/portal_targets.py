@@ -9,13 +9,12 @@ import uuid
 from typing import Annotated, Any
 
 from litestar import Request, Response, get, post
-from litestar.datastructures import UploadFile
 from litestar.params import Parameter
 from litestar.response import Redirect
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from coalition.campaigns import domain
-from coalition.campaigns.controllers.portal_builder import campaign_manager
+from coalition.campaigns.controllers.portal_builder import campaign_manager, uploaded_csv
 from coalition.campaigns.schemas.targets import LoadMode, TargetListResult
 from coalition.campaigns.services import campaigns, issuance, targets
 from coalition.platform.auth import Principal
@@ -87,11 +86,8 @@ async def upload_targets(
     principal = campaign_manager(visitor)
     form = await request.form()
     mode: LoadMode = "add" if form.get("mode") == "add" else "replace"
-    upload = form.get("targets")
-    content = await upload.read() if isinstance(upload, UploadFile) else b""
     try:
-        if not content:
-            raise issuance.UnusableUpload("Choose a CSV file", field="targets")
+        content = await uploaded_csv(form)
         result = await targets.load_csv(
             session, settings, principal, campaign_id, content, mode=mode
         )
